@@ -1,0 +1,53 @@
+"""``make bench``: run every benchmark, print the table, optionally refresh the README's."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+from pathlib import Path
+
+from bench import bench_ingest
+from bench.harness import TABLE_HEADER, Comparison, machine
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BENCHMARKS = {"ingest": bench_ingest.run}
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def render(results: list[Comparison]) -> str:
+    rows = "\n".join(r.row() for r in results)
+    stamp = dt.date.today().isoformat()
+    return (f"{TABLE_HEADER}\n{rows}\n\nMedians of {results[0].repeats} alternating runs on "
+            f"{machine()}, {stamp}. Speed-up = baseline time / our time (>1: ours is faster).")
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table}\n{END}", text,
+                 flags=re.S)
+    README.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply the work size.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    results: list[Comparison] = []
+    for name in args.only or sorted(BENCHMARKS):
+        print(f"running {name} ...", flush=True)
+        results.extend(BENCHMARKS[name](scale=args.scale, repeats=args.repeats))
+    table = render(results)
+    print(table)
+    if args.update_readme:
+        update_readme(table)
+        print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The ``curate`` command line: one command per stage, same shape everywhere.
+
+``curate <stage> --input PATH --output DIR [--workers N] [--config recipe.yaml] [--set k=v]``
+ends with a one-screen summary and exits non-zero when any shard failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from curate.config import ConfigError, StageConfig, load_config
+from curate.runner import RunReport, Stage, WorkUnit, default_workers, run_stage
+from schemas.version import __version__
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_summary(report: RunReport) -> str:
+    """The one-screen summary every stage command ends with."""
+    secs = max(report.seconds, 1e-9)
+    lines = [
+        f"stage {report.stage} -> {report.output_dir}",
+        f"  shards   {report.units} total: {report.done} written, {report.skipped} unchanged "
+        f"(skipped), {len(report.failures)} failed",
+        f"  rows     in {report.rows_in:,}  kept {report.rows_kept:,}  "
+        f"rejected {report.rows_rejected:,}",
+    ]
+    for reason, count in report.reasons.most_common():
+        lines.append(f"             {count:>10,}  {reason}")
+    lines.append(f"  time     {report.seconds:.2f} s  ({report.rows_in / secs:,.0f} rows/s, "
+                 f"{_human_bytes(report.input_bytes / secs)}/s of input)")
+    for unit, error in sorted(report.failures.items()):
+        lines.append(f"  FAILED   {unit}: {error}")
+    if report.failures:
+        lines.append(f"  details in {report.output_dir / '_manifest.json'} (failures); "
+                     f"fix the input and re-run: finished shards are skipped")
+    return "\n".join(lines)
+
+
+def run_stage_command(stage: Stage, config_cls: type[StageConfig],
+                      plan: Callable[[Path], list[WorkUnit]], input_path: Path, output: Path,
+                      workers: int, recipe: Path | None, overrides: tuple[str, ...],
+                      force: bool, quiet: bool) -> None:
+    """Shared body of the stage commands: config, plan, run, summary, exit code."""
+    try:
+        cfg = load_config(config_cls, recipe, overrides, section=stage.name)
+        units = plan(input_path)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not units:
+        raise click.ClickException(f"no input files found under {input_path}")
+    report = run_stage(stage, units, output, cfg, workers=workers, progress=not quiet,
+                       force=force)
+    click.echo(format_summary(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+def stage_options(fn: Callable) -> Callable:
+    """The options every stage command shares."""
+    options = [
+        click.option("--input", "input_path", required=True,
+                     type=click.Path(path_type=Path),
+                     help="A dataset folder, a file, or a folder of raw files."),
+        click.option("--output", required=True, type=click.Path(path_type=Path),
+                     help="Stage folder to write shards and _manifest.json into."),
+        click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
+                     help="Worker processes."),
+        click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
+                     help="YAML recipe (the stage's own section is used when present)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config value; repeatable."),
+        click.option("--force", is_flag=True, help="Redo shards even when unchanged."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="curate")
+def main() -> None:
+    """Curate web and labelled data into Arrow shards."""
+
+
+@main.command()
+@stage_options
+def ingest(input_path: Path, output: Path, workers: int, recipe: Path | None,
+           overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Ingest JSONL / JSON / CSV / Parquet files (optionally .gz/.zst) into documents.
+
+    Config keys: text_column, id_column, url_column, title_column, source, format,
+    encoding, keep_metadata, min_text_chars, max_text_chars.
+    """
+    from curate.ingest import INGEST, IngestConfig, plan_ingest
+
+    run_stage_command(INGEST, IngestConfig, plan_ingest, input_path, output, workers,
+                      recipe, overrides, force, quiet)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def verify(paths: tuple[Path, ...]) -> None:
+    """Check stage folders against their manifests (missing, truncated, corrupt, stray)."""
+    from schemas.verify import find_stage_dirs, verify_stage
+
+    bad = 0
+    for root in paths:
+        if not root.exists():
+            click.echo(f"{root}: does not exist", err=True)
+            bad += 1
+            continue
+        stage_dirs = find_stage_dirs(root)
+        if not stage_dirs:
+            click.echo(f"{root}: no _manifest.json found (not a dataset or stage folder)")
+            bad += 1
+        for stage_dir in stage_dirs:
+            report = verify_stage(stage_dir)
+            status = "OK" if report.ok else f"{len(report.findings)} problem(s)"
+            click.echo(f"{stage_dir}: {report.shards_checked} file(s) checked, "
+                       f"{report.rows:,} rows - {status}")
+            for finding in report.findings:
+                click.echo(f"  {finding}")
+            bad += not report.ok
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def show(path: Path) -> None:
+    """Summarise the stage folders under PATH from their manifests."""
+    from schemas.manifest import read_manifest
+    from schemas.verify import find_stage_dirs
+
+    for stage_dir in find_stage_dirs(path):
+        manifest = read_manifest(stage_dir)
+        if manifest is None:
+            continue
+        t = manifest.totals()
+        reasons: dict[str, int] = {}
+        for entry in manifest.shards.values():
+            for reason, n in entry["reject_reasons"].items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        click.echo(f"{stage_dir}  [{manifest.stage}: {manifest.kind} v{manifest.kind_version}]")
+        click.echo(f"  {t['shards']} shards, {_human_bytes(t['bytes'])}; rows in "
+                   f"{t['rows_in']:,}, kept {t['rows_kept']:,}, rejected {t['rows_rejected']:,}")
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            click.echo(f"    {n:>10,}  {reason}")
+        if manifest.failures:
+            click.echo(f"  {len(manifest.failures)} failed shard(s): "
+                       f"{', '.join(sorted(manifest.failures))}")
+
+
+@main.group()
+def schemas() -> None:
+    """Record kinds (Arrow schemas) of the data contract."""
+
+
+@schemas.command("list")
+def schemas_list() -> None:
+    """List record kinds with their versions."""
+    from schemas.kinds import KINDS
+
+    for kind in KINDS.values():
+        click.echo(f"{kind.name:<20} v{kind.version:<5} {kind.doc}")
+
+
+@schemas.command("show")
+@click.argument("kind")
+def schemas_show(kind: str) -> None:
+    """Print one kind as JSON."""
+    from schemas.export import kind_to_json
+    from schemas.kinds import get_kind
+
+    try:
+        click.echo(json.dumps(kind_to_json(get_kind(kind)), indent=2))
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+
+
+@schemas.command("export")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def schemas_export(out_dir: Path) -> None:
+    """Write every kind as <kind>.schema.json into OUT_DIR."""
+    from schemas.export import export_json
+
+    for path in export_json(out_dir):
+        click.echo(str(path))
+
+
+@main.command("demo-site")
+@click.option("--output", required=True, type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--articles", type=int, default=40, show_default=True)
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="Absolute URL the site will be served at (used in sitemap.xml).")
+def demo_site(output: Path, seed: int, articles: int, base_url: str) -> None:
+    """Generate the deterministic demo website and raw dumps."""
+    from curate.demo_site import write_site
+
+    summary = write_site(output, seed=seed, n_articles=articles, base_url=base_url)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    click.echo(f"wrote {len(summary.pages)} pages to {output / 'site'} ({counts}); "
+               f"raw dumps in {output / 'raw'}")
+
+
+if __name__ == "__main__":
+    main()

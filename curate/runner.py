@@ -1,0 +1,320 @@
+"""Apply a stage to many work units (one output shard each) in a process pool.
+
+The runner owns the data contract's bookkeeping so stages stay pure functions: it skips
+units whose inputs and config are unchanged (resume), checks row conservation, writes kept
+and rejected shards atomically, records failures without stopping the other units, and
+updates the manifest after each shard.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from curate.config import StageConfig
+from schemas import REJECTED, RecordKind, write_shard
+from schemas.manifest import Manifest, locked_manifest, read_manifest
+from schemas.shards import remove_stale_temp_files, sha256_file
+from schemas.verify import REJECTED_DIR
+from schemas.version import __version__
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One output shard and the input files it is made from."""
+
+    name: str
+    inputs: tuple[Path, ...]
+    base: Path | None = None
+    """Folder the inputs are relative to, so documents can record where they came from."""
+
+    @property
+    def key(self) -> str:
+        """The shard's stem, used as the Dagster partition key."""
+        return self.name.removesuffix(".arrow")
+
+
+@dataclass
+class StageOutput:
+    """What a stage returns for one unit: kept rows, rejected rows, and how many came in."""
+
+    kept: pa.Table
+    rejected: pa.Table
+    rows_in: int
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: a pure function from a work unit to kept + rejected rows.
+
+    ``version`` is part of the resume key: bump it when the function's output changes.
+    """
+
+    name: str
+    version: str
+    output_kind: RecordKind
+    process: Callable[[WorkUnit, Any], StageOutput]
+
+
+class StageFailed(RuntimeError):
+    """A unit failed; carries the recorded error text."""
+
+
+@dataclass
+class UnitResult:
+    unit: str
+    entry: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    skipped: bool = False
+
+
+@dataclass
+class RunReport:
+    """Totals of a run, for the CLI summary and Dagster metadata."""
+
+    stage: str
+    output_dir: Path
+    units: int = 0
+    skipped: int = 0
+    done: int = 0
+    rows_in: int = 0
+    rows_kept: int = 0
+    rows_rejected: int = 0
+    input_bytes: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def add(self, result: UnitResult) -> None:
+        if result.error is not None:
+            self.failures[result.unit] = result.error
+            return
+        entry = result.entry
+        assert entry is not None
+        if result.skipped:
+            self.skipped += 1
+        else:
+            self.done += 1
+        self.rows_in += entry["rows_in"]
+        self.rows_kept += entry["rows"]
+        self.rows_rejected += entry["rows_rejected"]
+        self.input_bytes += sum(i["bytes"] for i in entry["inputs"])
+        self.reasons.update(entry["reject_reasons"])
+
+
+def input_ref(path: Path, out_dir: Path) -> str:
+    """How a manifest names an input: relative to the stage folder, so a data root can move."""
+    return os.path.relpath(path.resolve(), out_dir.resolve())
+
+
+def _fingerprint(path: Path, out_dir: Path, known: dict[str, dict] | None) -> dict[str, Any]:
+    """Size, mtime and sha256 of an input; the hash is reused when size and mtime match."""
+    st = path.stat()
+    ref = input_ref(path, out_dir)
+    prev = (known or {}).get(ref)
+    if prev and prev["bytes"] == st.st_size and prev.get("mtime_ns") == st.st_mtime_ns:
+        digest = prev["sha256"]
+    else:
+        digest = sha256_file(path)
+    return {"path": ref, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+
+
+def _resume_key(stage: Stage, cfg: StageConfig) -> str:
+    return f"{stage.name}/{stage.version}/{cfg.config_hash()}"
+
+
+def is_current(stage_dir: Path, entry: dict[str, Any] | None, unit: WorkUnit,
+               stage: Stage, cfg: StageConfig) -> bool:
+    """True when the recorded shard was made from the same inputs with the same config."""
+    if entry is None or entry.get("resume_key") != _resume_key(stage, cfg):
+        return False
+    known = {i["path"]: i for i in entry["inputs"]}
+    refs = [input_ref(p, stage_dir) for p in unit.inputs]
+    if refs != [i["path"] for i in entry["inputs"]]:
+        return False
+    for path, ref in zip(unit.inputs, refs, strict=True):
+        if not path.exists():
+            return False
+        if _fingerprint(path, stage_dir, known)["sha256"] != known[ref]["sha256"]:
+            return False
+    files = [entry] + ([entry["rejected"]] if entry.get("rejected") else [])
+    return all((stage_dir / f["name"]).is_file()
+               and (stage_dir / f["name"]).stat().st_size == f["bytes"] for f in files)
+
+
+def _reason_counts(rejected: pa.Table) -> dict[str, int]:
+    if rejected.num_rows == 0:
+        return {}
+    counts = pc.value_counts(rejected.column("reject_reason"))
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
+
+
+def process_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
+                 known_inputs: dict[str, dict] | None = None) -> UnitResult:
+    """Run the stage on one unit and write its shards; never raises for a bad unit."""
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        inputs = [_fingerprint(p, out_dir, known_inputs) for p in unit.inputs]
+        out = stage.process(unit, cfg)
+        kept, rejected = out.kept, out.rejected
+        if out.rows_in != kept.num_rows + rejected.num_rows:
+            raise StageFailed(f"rows not conserved: in {out.rows_in} != kept {kept.num_rows} "
+                              f"+ rejected {rejected.num_rows}")
+        info = write_shard(kept, out_dir / unit.name, stage.output_kind)
+        rejected_info = None
+        if rejected.num_rows:
+            rel = f"{REJECTED_DIR}/{unit.name}"
+            written = write_shard(rejected, out_dir / rel, REJECTED)
+            rejected_info = {**written.to_json(), "name": rel}
+    except Exception as exc:
+        tb = traceback.format_exc(limit=8)
+        return UnitResult(unit.name, error=f"{type(exc).__name__}: {exc}", traceback=tb)
+    entry = {
+        **info.to_json(),
+        "rows_in": out.rows_in,
+        "rows_rejected": rejected.num_rows,
+        "reject_reasons": _reason_counts(rejected),
+        "rejected": rejected_info,
+        "inputs": inputs,
+        "config_hash": cfg.config_hash(),
+        "resume_key": _resume_key(stage, cfg),
+        "started_at": started,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
+    return UnitResult(unit.name, entry=entry)
+
+
+def _new_manifest(stage: Stage) -> Manifest:
+    kind = stage.output_kind
+    return Manifest(stage=stage.name, kind=kind.name, kind_version=kind.version,
+                    library_version=__version__)
+
+
+def commit(out_dir: Path, stage: Stage, result: UnitResult) -> None:
+    """Record a unit's outcome in the manifest, then drop a rejected file it no longer has."""
+    stale: Path | None = None
+    with locked_manifest(out_dir, _new_manifest(stage)) as manifest:
+        manifest.pending = [n for n in manifest.pending if n != result.unit]
+        if result.error is not None:
+            manifest.failures[result.unit] = {"error": result.error,
+                                              "traceback": result.traceback,
+                                              "created_at": time.time()}
+            return
+        old = manifest.shards.get(result.unit)
+        manifest.shards[result.unit] = result.entry
+        manifest.failures.pop(result.unit, None)
+        if old and old.get("rejected") and not result.entry.get("rejected"):
+            stale = out_dir / old["rejected"]["name"]
+    if stale is not None:
+        stale.unlink(missing_ok=True)
+
+
+def run_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
+             force: bool = False) -> UnitResult:
+    """Resume-aware run of a single unit in this process (what a Dagster partition does)."""
+    manifest = read_manifest(out_dir)
+    entry = manifest.shards.get(unit.name) if manifest else None
+    if not force and is_current(out_dir, entry, unit, stage, cfg):
+        return UnitResult(unit.name, entry=entry, skipped=True)
+    result = process_unit(stage, unit, out_dir, cfg, _known(entry))
+    commit(out_dir, stage, result)
+    return result
+
+
+def _known(entry: dict[str, Any] | None) -> dict[str, dict] | None:
+    return {i["path"]: i for i in entry["inputs"]} if entry else None
+
+
+def _check_names(units: Sequence[WorkUnit]) -> None:
+    seen: dict[str, WorkUnit] = {}
+    for unit in units:
+        if unit.name in seen:
+            raise ValueError(f"two inputs map to the same shard {unit.name}: "
+                             f"{seen[unit.name].inputs} and {unit.inputs}")
+        seen[unit.name] = unit
+
+
+def run_stage(stage: Stage, units: Iterable[WorkUnit], out_dir: Path, cfg: StageConfig,
+              workers: int = 1, progress: bool = True, force: bool = False) -> RunReport:
+    """Run ``stage`` over ``units`` into ``out_dir``; failures are recorded, not raised."""
+    units = list(units)
+    _check_names(units)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, out_dir / REJECTED_DIR):
+        remove_stale_temp_files(folder)
+    report = RunReport(stage=stage.name, output_dir=out_dir, units=len(units))
+    t0 = time.perf_counter()
+    manifest = read_manifest(out_dir)
+    recorded = manifest.shards if manifest else {}
+    todo: list[WorkUnit] = []
+    for unit in units:
+        entry = recorded.get(unit.name)
+        if not force and is_current(out_dir, entry, unit, stage, cfg):
+            report.add(UnitResult(unit.name, entry=entry, skipped=True))
+        else:
+            todo.append(unit)
+    if todo:
+        with locked_manifest(out_dir, _new_manifest(stage)) as pending:
+            pending.pending = sorted(set(pending.pending) | {u.name for u in todo})
+    bar = tqdm(total=len(units), initial=report.skipped, desc=stage.name, unit="shard",
+               disable=not progress, dynamic_ncols=True)
+
+    def finish(result: UnitResult) -> None:
+        commit(out_dir, stage, result)
+        report.add(result)
+        bar.update(1)
+        bar.set_postfix(kept=report.rows_kept, rejected=report.rows_rejected,
+                        failed=len(report.failures))
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for unit in todo:
+                finish(process_unit(stage, unit, out_dir, cfg, _known(recorded.get(unit.name))))
+        else:
+            _run_pool(stage, todo, out_dir, cfg, workers, recorded, finish)
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_pool(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfig,
+              workers: int, recorded: dict[str, dict], finish: Callable[[UnitResult], None],
+              ) -> None:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([stage.process.__module__])
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        pending = {pool.submit(process_unit, stage, u, out_dir, cfg,
+                               _known(recorded.get(u.name))): u for u in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                unit = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    result = UnitResult(unit.name, error=f"worker process died: {exc}")
+                finish(result)
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))

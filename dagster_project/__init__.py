@@ -1,0 +1,1 @@
+"""Dagster orchestration: thin assets over ``curate`` / ``train`` library functions."""

@@ -1,0 +1,82 @@
+"""Raw files in the landing folder -> ``documents`` shards, one partition per file."""
+# No `from __future__ import annotations`: Dagster reads the config annotation at runtime.
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from curate.ingest import INGEST, IngestConfig, is_ingestable, shard_name_for
+from curate.runner import StageFailed, UnitResult, WorkUnit, run_unit
+from dagster_project.config import dagster_config, to_stage_config
+from dagster_project.metadata import check_results, shard_metadata
+from dagster_project.resources import DataRoot
+
+DATASET = "web"
+raw_files = dg.DynamicPartitionsDefinition(name="raw_files")
+IngestRunConfig = dagster_config(IngestConfig)
+
+SCHEMA_CHECK = "schema"
+CONSERVATION_CHECK = "rows_conserved"
+
+
+def landing_files(landing: Path) -> list[str]:
+    """Partition keys: ingestable files under the landing folder, relative, sorted."""
+    if not landing.is_dir():
+        return []
+    return sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*")
+                  if p.is_file() and is_ingestable(p))
+
+
+def ingest_unit(landing: Path, key: str) -> WorkUnit:
+    path = landing / key
+    if not path.is_file():
+        raise dg.Failure(f"partition {key!r}: {path} no longer exists in the landing folder")
+    return WorkUnit(shard_name_for(key), (path,), landing)
+
+
+@dg.asset(
+    partitions_def=raw_files,
+    group_name=DATASET,
+    kinds={"arrow"},
+    check_specs=[
+        dg.AssetCheckSpec(SCHEMA_CHECK, asset="raw_documents", blocking=True,
+                          description="Shard and rejected rows match their record kinds."),
+        dg.AssetCheckSpec(CONSERVATION_CHECK, asset="raw_documents", blocking=True,
+                          description="rows in == rows kept + rows rejected."),
+    ],
+    description="Documents parsed from raw JSONL / CSV / Parquet dumps; one partition per file, "
+                "broken records kept in rejected/ with a reason.",
+)
+def raw_documents(context: dg.AssetExecutionContext, config: IngestRunConfig,
+                  data: DataRoot) -> dg.MaterializeResult:
+    cfg = to_stage_config(config, IngestConfig)
+    out_dir = data.stage_dir(DATASET, INGEST.name)
+    unit = ingest_unit(data.landing_dir, context.partition_key)
+    result: UnitResult = run_unit(INGEST, unit, out_dir, cfg)
+    if result.error is not None:
+        raise dg.Failure(description=f"{unit.name}: {result.error}",
+                         metadata={"traceback": dg.MetadataValue.text(result.traceback or "")})
+    if result.skipped:
+        context.log.info(f"{unit.name} unchanged since the last run; kept as is")
+    entry = result.entry
+    if entry is None:
+        raise StageFailed(f"{unit.name}: no manifest entry")
+    return dg.MaterializeResult(
+        metadata=shard_metadata(out_dir, entry, skipped=result.skipped),
+        check_results=check_results(out_dir, entry, INGEST.output_kind,
+                                    SCHEMA_CHECK, CONSERVATION_CHECK),
+    )
+
+
+@dg.sensor(target=[raw_documents], minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Adds a partition and requests a run for each new file in the landing "
+                       "folder.")
+def landing_sensor(context: dg.SensorEvaluationContext, data: DataRoot) -> dg.SensorResult:
+    known = set(context.instance.get_dynamic_partitions(raw_files.name))
+    new = [k for k in landing_files(data.landing_dir) if k not in known]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in new],
+        dynamic_partitions_requests=[raw_files.build_add_request(new)] if new else [],
+    )

@@ -1,0 +1,15 @@
+"""The one ``Definitions`` that the UI, the demo and the tests all load."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dagster_project.assets.demo import demo_site
+from dagster_project.assets.ingest import landing_sensor, raw_documents
+from dagster_project.resources import DataRoot
+
+defs = dg.Definitions(
+    assets=[demo_site, raw_documents],
+    sensors=[landing_sensor],
+    resources={"data": DataRoot()},
+)
