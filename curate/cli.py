@@ -111,6 +111,23 @@ def ingest(input_path: Path, output: Path, workers: int, recipe: Path | None,
 
 
 @main.command()
+@stage_options
+def extract(input_path: Path, output: Path, workers: int, recipe: Path | None,
+            overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Extract main text from WARC/WET files, HTML files (.html/.html.gz) or JSONL/Parquet
+    with an HTML column, with trafilatura.
+
+    Config keys: preset (fast|standard|precision|recall), include_tables, include_comments,
+    max_html_bytes, min_text_chars, timeout_seconds, html_column, url_column, id_column, source.
+    """
+    from curate.extract import ExtractConfig
+    from curate.web_extract import EXTRACT, plan_extract
+
+    run_stage_command(EXTRACT, ExtractConfig, plan_extract, input_path, output, workers,
+                      recipe, overrides, force, quiet)
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def verify(paths: tuple[Path, ...]) -> None:
     """Check stage folders against their manifests (missing, truncated, corrupt, stray)."""

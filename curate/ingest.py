@@ -74,8 +74,9 @@ def detect_format(path: Path) -> tuple[str, str | None]:
 
 
 def source_name(path: Path) -> str:
+    """``dumps/news-2024.jsonl.gz`` -> ``news-2024``: the file name without data extensions."""
     name = path.name
-    while Path(name).suffix.lower() in {*FORMATS, *COMPRESSIONS}:
+    while Path(name).suffix.lower() in {*FORMATS, *COMPRESSIONS, ".warc", ".wet", ".arc"}:
         name = Path(name).stem
     return name
 

@@ -1,0 +1,133 @@
+"""Main-text extraction from HTML with trafilatura, with a time limit and reasons for failure.
+
+Extraction is per document by nature (an HTML parse), so it runs in the runner's worker
+processes; a per-document alarm stops a pathological page from stalling a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from curate.config import StageConfig
+from curate.decode import DecodeError, decode_html
+
+Preset = Literal["fast", "standard", "precision", "recall"]
+PRESETS: dict[str, dict[str, bool]] = {
+    "fast": {"fast": True},
+    "standard": {},
+    "precision": {"favor_precision": True},
+    "recall": {"favor_recall": True},
+}
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+METADATA_FIELDS = ("author", "date", "sitename", "hostname", "description", "categories",
+                   "tags", "license", "image", "pagetype")
+
+
+class ExtractConfig(StageConfig):
+    """Extraction settings shared by every web input (WARC, HTML files, HTML columns)."""
+
+    preset: Preset = "standard"
+    include_tables: bool = True
+    include_comments: bool = False
+    max_html_bytes: int = 5_000_000
+    min_text_chars: int = 1
+    timeout_seconds: float = 10.0
+    """Per-document limit in seconds; 0 disables it (needs the main thread, as in the runner)."""
+    html_column: str = "html"
+    """For JSONL/Parquet inputs: the column holding the HTML."""
+    url_column: str | None = "url"
+    id_column: str | None = "id"
+    source: str | None = None
+
+
+class Rejection(Exception):
+    """A document that cannot become text, with a machine-readable reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str
+    title: str | None
+    lang_hint: str | None
+    encoding: str
+    metadata: dict[str, Any]
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError after ``seconds`` of wall time (main thread only; else no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"extraction took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text[:2048].lower()
+    return "<html" in head or "<body" in head or "<!doctype html" in head or "<p" in head \
+        or "<div" in head or "<head" in head
+
+
+def check_content_type(content_type: str | None) -> None:
+    if content_type:
+        mime = content_type.split(";", 1)[0].strip().lower()
+        if mime and mime not in HTML_TYPES:
+            raise Rejection("not_html", f"content type {mime}")
+
+
+def extract_html(data: bytes, url: str | None, cfg: ExtractConfig,
+                 content_type: str | None = None) -> Extracted:
+    """HTML bytes -> main text and metadata, or ``Rejection`` saying why not."""
+    import trafilatura
+
+    check_content_type(content_type)
+    if not data.strip():
+        raise Rejection("empty_input", "no bytes")
+    if len(data) > cfg.max_html_bytes:
+        raise Rejection("too_large", f"{len(data)} bytes > max_html_bytes {cfg.max_html_bytes}")
+    if b"\x00" in data[:4096]:
+        raise Rejection("not_html", "binary content (NUL bytes)")
+    try:
+        decoded = decode_html(data, content_type)
+    except DecodeError as exc:
+        raise Rejection("undecodable", str(exc)) from None
+    if not _looks_like_html(decoded.text):
+        raise Rejection("not_html", "no HTML markup in the first 2 KB")
+    try:
+        with time_limit(cfg.timeout_seconds):
+            doc = trafilatura.bare_extraction(
+                decoded.text, url=url, with_metadata=True, include_tables=cfg.include_tables,
+                include_comments=cfg.include_comments, **PRESETS[cfg.preset])
+    except TimeoutError as exc:
+        raise Rejection("timeout", str(exc)) from None
+    except Exception as exc:  # lxml/trafilatura raise many kinds
+        raise Rejection("unparsable", f"{type(exc).__name__}: {exc}") from None
+    text = (doc.text if doc is not None else None) or ""
+    if len(text.strip()) < cfg.min_text_chars:
+        raise Rejection("empty_extraction", "no main text found")
+    meta = {k: getattr(doc, k, None) for k in METADATA_FIELDS}
+    meta = {k: v for k, v in meta.items() if v not in (None, "", [])}
+    meta["encoding"] = decoded.encoding
+    meta["encoding_source"] = decoded.source
+    return Extracted(text=text, title=doc.title or None, lang_hint=doc.language or None,
+                     encoding=decoded.encoding, metadata=meta)
