@@ -141,7 +141,7 @@ def test_garbage_warc_is_an_error_at_offset_zero(tmp_path):
 
 def test_wet_conversion_records_are_text_already(tmp_path):
     path = write_warc(tmp_path / "x.warc.wet.gz", [
-        {"url": "https://e.org/a", "body": "Plain extracted text.".encode(), "type": "conversion"},
+        {"url": "https://e.org/a", "body": b"Plain extracted text.", "type": "conversion"},
         {"url": "https://e.org/b", "body": b"  ", "type": "conversion"}])
     out = extract_unit(plan_extract(path)[0], ExtractConfig())
     assert out.kept.column("text").to_pylist() == ["Plain extracted text."]

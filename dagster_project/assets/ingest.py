@@ -7,17 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from curate.ingest import INGEST, IngestConfig, is_ingestable, shard_name_for
-from curate.runner import StageFailed, UnitResult, WorkUnit, run_unit
+from curate.runner import WorkUnit
 from dagster_project.config import dagster_config, to_stage_config
-from dagster_project.metadata import check_results, shard_metadata
 from dagster_project.resources import DataRoot
+from dagster_project.shard_asset import contract_checks, materialize_unit
 
 DATASET = "web"
 raw_files = dg.DynamicPartitionsDefinition(name="raw_files")
 IngestRunConfig = dagster_config(IngestConfig)
-
-SCHEMA_CHECK = "schema"
-CONSERVATION_CHECK = "rows_conserved"
 
 
 def landing_files(landing: Path) -> list[str]:
@@ -39,34 +36,15 @@ def ingest_unit(landing: Path, key: str) -> WorkUnit:
     partitions_def=raw_files,
     group_name=DATASET,
     kinds={"arrow"},
-    check_specs=[
-        dg.AssetCheckSpec(SCHEMA_CHECK, asset="raw_documents", blocking=True,
-                          description="Shard and rejected rows match their record kinds."),
-        dg.AssetCheckSpec(CONSERVATION_CHECK, asset="raw_documents", blocking=True,
-                          description="rows in == rows kept + rows rejected."),
-    ],
+    check_specs=contract_checks("raw_documents"),
     description="Documents parsed from raw JSONL / CSV / Parquet dumps; one partition per file, "
                 "broken records kept in rejected/ with a reason.",
 )
 def raw_documents(context: dg.AssetExecutionContext, config: IngestRunConfig,
                   data: DataRoot) -> dg.MaterializeResult:
-    cfg = to_stage_config(config, IngestConfig)
-    out_dir = data.stage_dir(DATASET, INGEST.name)
     unit = ingest_unit(data.landing_dir, context.partition_key)
-    result: UnitResult = run_unit(INGEST, unit, out_dir, cfg)
-    if result.error is not None:
-        raise dg.Failure(description=f"{unit.name}: {result.error}",
-                         metadata={"traceback": dg.MetadataValue.text(result.traceback or "")})
-    if result.skipped:
-        context.log.info(f"{unit.name} unchanged since the last run; kept as is")
-    entry = result.entry
-    if entry is None:
-        raise StageFailed(f"{unit.name}: no manifest entry")
-    return dg.MaterializeResult(
-        metadata=shard_metadata(out_dir, entry, skipped=result.skipped),
-        check_results=check_results(out_dir, entry, INGEST.output_kind,
-                                    SCHEMA_CHECK, CONSERVATION_CHECK),
-    )
+    return materialize_unit(context, INGEST, unit, data.stage_dir(DATASET, INGEST.name),
+                            to_stage_config(config, IngestConfig))
 
 
 @dg.sensor(target=[raw_documents], minimum_interval_seconds=30,

@@ -1,0 +1,112 @@
+"""The web pipeline: crawl -> WARC files (one partition each) -> extracted -> language-tagged."""
+# No `from __future__ import annotations`: Dagster reads the config annotations at runtime.
+
+import contextlib
+import json
+from pathlib import Path
+
+import dagster as dg
+from curate.langid import LANGID, LangIdConfig
+from pydantic import Field, create_model
+
+from curate.crawl import CrawlConfig, crawl
+from curate.extract import ExtractConfig
+from curate.ingest import shard_name_for
+from curate.runner import WorkUnit
+from curate.serve import serve_directory
+from curate.web_extract import EXTRACT
+from dagster_project.config import dagster_config, to_stage_config
+from dagster_project.resources import DataRoot
+from dagster_project.shard_asset import contract_checks, materialize_unit
+
+DATASET = "web"
+warc_files = dg.DynamicPartitionsDefinition(name="warc_files")
+ExtractRunConfig = dagster_config(ExtractConfig)
+LangIdRunConfig = dagster_config(LangIdConfig)
+_crawl_fields = {n: (f.annotation, f) for n, f in CrawlConfig.model_fields.items()}
+_crawl_fields["seeds"] = (list[str], Field(default=[], description=(
+    "Start URLs. Empty with demo_site on: the demo site's home page.")))
+CrawlRunConfig = create_model(
+    "CrawlRunConfig", __base__=dg.Config, __doc__=CrawlConfig.__doc__,
+    demo_site=(bool, Field(default=True, description=(
+        "Serve <data_root>/demo/site on loopback (at the base URL it was generated for) while "
+        "crawling it; loopback is allowed and robots.txt's crawl delay applies."))),
+    **_crawl_fields)
+
+
+def warc_dir(data: DataRoot) -> Path:
+    return data.stage_dir(DATASET, "crawl") / "warc"
+
+
+@contextlib.contextmanager
+def _demo_server(data: DataRoot, enabled: bool):
+    """Serve the demo site where its sitemap says it lives; yields the base URL or None."""
+    if not enabled:
+        yield None
+        return
+    manifest = data.path / "demo" / "site_manifest.json"
+    if not manifest.exists():
+        raise dg.Failure("demo_site is on but the demo site is missing: materialize demo_site "
+                         "first, or turn demo_site off and give seeds")
+    base_url = json.loads(manifest.read_text())["base_url"]
+    host, port = base_url.split("://", 1)[1].split(":")
+    with serve_directory(data.path / "demo" / "site", host, int(port)) as url:
+        yield url
+
+
+@dg.asset(group_name=DATASET, kinds={"warc"}, deps=["demo_site"],
+          retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+          description="A polite crawl (robots.txt, per-host delays, scope rules) written as WARC "
+                      "files; each new WARC file becomes a partition of the documents assets.")
+def crawled_warcs(context: dg.AssetExecutionContext, config: CrawlRunConfig,
+                  data: DataRoot) -> dg.MaterializeResult:
+    settings = config.model_dump()
+    demo = settings.pop("demo_site")
+    with _demo_server(data, demo) as base_url:
+        if demo:
+            settings["seeds"] = settings["seeds"] or [f"{base_url}/"]
+            settings["allow_private_addresses"] = True
+            settings["per_host_delay"] = 0.0
+        report = crawl(CrawlConfig.model_validate(settings), data.stage_dir(DATASET, "crawl"),
+                       progress=False)
+    keys = sorted(p.name for p in warc_dir(data).glob("*.warc*"))
+    known = set(context.instance.get_dynamic_partitions(warc_files.name))
+    context.instance.add_dynamic_partitions(warc_files.name, [k for k in keys if k not in known])
+    context.log.info(report.summary())
+    return dg.MaterializeResult(metadata={
+        "pages": report.pages, "bytes": report.bytes, "requests": report.requests,
+        "errors": dg.MetadataValue.json(dict(report.errors)),
+        "pages_per_second": float(report.pages_per_second),
+        "warc_files": dg.MetadataValue.json(keys),
+        "summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
+    })
+
+
+@dg.asset(partitions_def=warc_files, group_name=DATASET, kinds={"arrow"},
+          deps=[crawled_warcs], check_specs=contract_checks("extracted_documents"),
+          description="Main text of every HTML response in one WARC file (trafilatura); "
+                      "errors, redirects, non-HTML and empty pages go to rejected/.")
+def extracted_documents(context: dg.AssetExecutionContext, config: ExtractRunConfig,
+                        data: DataRoot) -> dg.MaterializeResult:
+    key = context.partition_key
+    path = warc_dir(data) / key
+    if not path.is_file():
+        raise dg.Failure(f"partition {key!r}: {path} does not exist")
+    unit = WorkUnit(shard_name_for(key), (path,), warc_dir(data))
+    return materialize_unit(context, EXTRACT, unit, data.stage_dir(DATASET, EXTRACT.name),
+                            to_stage_config(config, ExtractConfig))
+
+
+@dg.asset(partitions_def=warc_files, group_name=DATASET, kinds={"arrow"},
+          deps=[extracted_documents], check_specs=contract_checks("language_tagged_documents"),
+          description="Extracted documents with fastText lid.176 language and score; documents "
+                      "under the threshold or outside the allow-list go to rejected/.")
+def language_tagged_documents(context: dg.AssetExecutionContext, config: LangIdRunConfig,
+                              data: DataRoot) -> dg.MaterializeResult:
+    upstream = data.stage_dir(DATASET, EXTRACT.name)
+    name = shard_name_for(context.partition_key)
+    if not (upstream / name).is_file():
+        raise dg.Failure(f"{upstream / name} is missing: materialize extracted_documents first")
+    unit = WorkUnit(name, (upstream / name,), upstream)
+    return materialize_unit(context, LANGID, unit, data.stage_dir(DATASET, LANGID.name),
+                            to_stage_config(config, LangIdConfig))
