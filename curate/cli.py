@@ -128,6 +128,62 @@ def extract(input_path: Path, output: Path, workers: int, recipe: Path | None,
 
 
 @main.command()
+@stage_options
+def langid(input_path: Path, output: Path, workers: int, recipe: Path | None,
+           overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Tag documents with fastText lid.176 language and score (INPUT: a documents stage).
+
+    Config keys: threshold, languages (allow-list), max_chars, batch_size, model_path.
+    """
+    from curate.langid import LANGID, LangIdConfig
+    from curate.runner import plan_shards
+
+    run_stage_command(LANGID, LangIdConfig, plan_shards, input_path, output, workers,
+                      recipe, overrides, force, quiet)
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate stages against gold data."""
+
+
+@eval_group.command("extraction")
+@click.option("--html", "html_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder of NNNN.html(.gz) pages.")
+@click.option("--gold", "gold_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder of NNNN.json gold files (WCXB layout).")
+@click.option("--preset", type=click.Choice(["fast", "standard", "precision", "recall"]),
+              default="standard", show_default=True)
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also score plain trafilatura.extract defaults on the same pages.")
+@click.option("--limit", type=int, help="Only the first N pages.")
+@click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8")
+@click.option("--json-out", type=click.Path(path_type=Path), help="Write per-page scores here.")
+def eval_extraction(html_dir: Path, gold_dir: Path, preset: str, baseline: bool,
+                    limit: int | None, workers: int, json_out: Path | None) -> None:
+    """Bag-of-words F1 against the gold main content (macro-averaged), with/without snippet
+    rates, per page type: the WCXB metric."""
+    import functools
+
+    from curate.eval_extraction import evaluate, load_pages, trafilatura_baseline
+    from curate.extract import ExtractConfig, extract_text
+
+    pages = load_pages(html_dir, gold_dir, limit)
+    ours = evaluate(pages, functools.partial(extract_text, cfg=ExtractConfig(preset=preset)),
+                    workers)
+    click.echo(f"curate extract (preset {preset}) on {len(pages)} pages:\n{ours.table()}")
+    results = {"ours": ours.to_json()}
+    if baseline:
+        base = evaluate(pages, trafilatura_baseline, workers)
+        click.echo(f"\ntrafilatura.extract defaults on the same pages:\n{base.table()}")
+        click.echo(f"\nF1 ours {ours.f1:.3f} vs baseline {base.f1:.3f} "
+                   f"({ours.f1 - base.f1:+.3f})")
+        results["baseline"] = base.to_json()
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2))
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def verify(paths: tuple[Path, ...]) -> None:
     """Check stage folders against their manifests (missing, truncated, corrupt, stray)."""
