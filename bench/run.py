@@ -7,11 +7,12 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from bench import bench_extract, bench_ingest
+from bench import bench_crawl, bench_extract, bench_ingest
 from bench.harness import TABLE_HEADER, Comparison, machine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run}
+BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
+              "crawl": bench_crawl.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

@@ -111,6 +111,46 @@ def ingest(input_path: Path, output: Path, workers: int, recipe: Path | None,
 
 
 @main.command()
+@click.option("--seed", "seeds", multiple=True, metavar="URL", help="Start URL; repeatable.")
+@click.option("--sitemap", "sitemaps", multiple=True, metavar="URL", help="Sitemap; repeatable.")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="Crawl folder: warc/ and the resumable frontier.sqlite.")
+@click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
+              help="YAML recipe (its crawl: section when present).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value; repeatable.")
+@click.option("--allow-private", is_flag=True,
+              help="Allow private/loopback/link-local addresses (local test servers).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def crawl(seeds: tuple[str, ...], sitemaps: tuple[str, ...], output: Path, recipe: Path | None,
+          overrides: tuple[str, ...], allow_private: bool, quiet: bool) -> None:
+    """Crawl politely (robots.txt, per-host delays, scope rules) into WARC files; re-running
+    with the same --output resumes from the persisted frontier.
+
+    Config keys: seeds, sitemaps, allowed_domains, include_patterns, exclude_patterns,
+    max_depth, max_pages, per_host_concurrency, per_host_delay, user_agent, timeout, retries,
+    backoff, max_body_bytes, content_types, max_redirects, allow_private_addresses,
+    warc_max_bytes, warc_prefix.
+    """
+    from curate.crawl import CrawlConfig, PrivateAddressError
+    from curate.crawl import crawl as run_crawl
+
+    extra = list(overrides)
+    if seeds:
+        extra.append(f"seeds={json.dumps(list(seeds))}")
+    if sitemaps:
+        extra.append(f"sitemaps={json.dumps(list(sitemaps))}")
+    if allow_private:
+        extra.append("allow_private_addresses=true")
+    try:
+        cfg = load_config(CrawlConfig, recipe, tuple(extra), section="crawl")
+        report = run_crawl(cfg, output, progress=not quiet)
+    except (ConfigError, PrivateAddressError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.summary())
+
+
+@main.command()
 @stage_options
 def extract(input_path: Path, output: Path, workers: int, recipe: Path | None,
             overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
@@ -277,7 +317,7 @@ def schemas_export(out_dir: Path) -> None:
 @click.option("--output", required=True, type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--articles", type=int, default=40, show_default=True)
-@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+@click.option("--base-url", default="http://127.0.0.1:8642", show_default=True,
               help="Absolute URL the site will be served at (used in sitemap.xml).")
 def demo_site(output: Path, seed: int, articles: int, base_url: str) -> None:
     """Generate the deterministic demo website and raw dumps."""

@@ -6,10 +6,12 @@ import dagster as dg
 
 from dagster_project.assets.demo import demo_site
 from dagster_project.assets.ingest import landing_sensor, raw_documents
+from dagster_project.assets.web import crawled_warcs, extracted_documents, language_tagged_documents
 from dagster_project.resources import DataRoot
 
 defs = dg.Definitions(
-    assets=[demo_site, raw_documents],
+    assets=[demo_site, raw_documents, crawled_warcs, extracted_documents,
+            language_tagged_documents],
     sensors=[landing_sensor],
     resources={"data": DataRoot()},
 )

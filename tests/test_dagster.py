@@ -23,7 +23,8 @@ from .conftest import PROJECT_ROOT, write_jsonl
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert {"demo_site", "raw_documents"} <= keys
+    assert {"demo_site", "raw_documents", "crawled_warcs", "extracted_documents",
+            "language_tagged_documents"} <= keys
 
 
 def test_dagster_cli_validates_the_code_location(tmp_path):

@@ -24,7 +24,7 @@ def test_demo_materializes_the_graph(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dagster_project.demo"], capture_output=True,
                           text=True, env=env, cwd=PROJECT_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "asset checks: 4/4 passed" in proc.stdout
+    assert "asset checks: 8/8 passed" in proc.stdout
 
     stage = data / "web" / "ingest"
     assert verify_stage(stage).ok
@@ -39,7 +39,22 @@ def test_demo_materializes_the_graph(tmp_path):
         want = sorted((b.get("row", b.get("line")), b["kind"]) for b in info["broken"])
         assert got == want, name
 
+    # the crawl over loopback: robots.txt obeyed, every allowed page extracted and tagged
+    site = json.loads((data / "demo" / "site_manifest.json").read_text())
+    allowed = {p["url"] for p in site["pages"] if p["allowed"]}
+    tagged = read_shard(data / "web" / "langid" / "part-crawl-00000.warc.gz.arrow")
+    extracted = read_shard(data / "web" / "extract" / "part-crawl-00000.warc.gz.arrow")
+    urls = set(extracted.column("url").to_pylist())
+    assert not any("/private/" in u for u in urls)
+    assert urls == allowed
+    langs = dict(zip(tagged.column("url").to_pylist(), tagged.column("lang").to_pylist(),
+                     strict=True))
+    for page in site["pages"]:
+        if page["kind"] in {"article", "foreign"} and page["url"] in langs:
+            assert langs[page["url"]] == page["lang"], page["url"]
+
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions("warc_files") == ["crawl-00000.warc.gz"]
         keys = instance.get_dynamic_partitions("raw_files")
         assert keys == ["demo/articles.csv", "demo/articles.jsonl"]
         records = instance.fetch_materializations(dg.AssetKey("raw_documents"), limit=10).records

@@ -12,7 +12,7 @@ from dagster_project.resources import DataRoot
 class DemoSiteConfig(dg.Config):
     seed: int = 0
     n_articles: int = 40
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = "http://127.0.0.1:8642"
     """Where the site will be served for crawling (written into sitemap.xml)."""
 
 
