@@ -7,13 +7,14 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from bench import bench_crawl, bench_extract, bench_ingest
+from bench import bench_crawl, bench_extract, bench_ingest, bench_quality
 from bench.harness import TABLE_HEADER, Comparison, machine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
               "crawl": bench_crawl.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
 
 
 def render(results: list[Comparison]) -> str:
@@ -23,12 +24,13 @@ def render(results: list[Comparison]) -> str:
             f"{machine()}, {stamp}. Speed-up = baseline time / our time (>1: ours is faster).")
 
 
-def update_readme(table: str) -> None:
+def update_readme(table: str, markers: tuple[str, str] = (START, END)) -> None:
+    start, end = markers
     text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table}\n{END}", text,
-                 flags=re.S)
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the {start} ... {end} markers")
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}",
+                 text, flags=re.S)
     README.write_text(new)
 
 
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the work size.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--no-quality", action="store_true",
+                        help="Skip the extraction-quality evaluation (about a minute).")
     args = parser.parse_args()
     results: list[Comparison] = []
     for name in args.only or sorted(BENCHMARKS):
@@ -45,8 +49,13 @@ def main() -> None:
         results.extend(BENCHMARKS[name](scale=args.scale, repeats=args.repeats))
     table = render(results)
     print(table)
+    quality = None if args.no_quality or args.only else bench_quality.run()
+    if quality:
+        print(quality)
     if args.update_readme:
         update_readme(table)
+        if quality:
+            update_readme(quality, QUALITY)
         print(f"updated {README}")
 
 

@@ -51,7 +51,7 @@ class ExtractConfig(StageConfig):
 
     preset: Preset = "standard"
     include_tables: bool = True
-    include_comments: bool = False
+    include_comments: bool = True
     max_html_bytes: int = 5_000_000
     min_text_chars: int = 1
     timeout_seconds: float = 10.0

@@ -47,6 +47,8 @@ class IngestConfig(StageConfig):
     min_text_chars: int = 1
     max_text_chars: int = 5_000_000
     raw_excerpt_chars: int = 2000
+    split: str | None = None
+    """For a saved Hugging Face DatasetDict: which split (default: train)."""
 
 
 @dataclass
@@ -294,8 +296,37 @@ def ingest_file(path: Path, cfg: IngestConfig, source_path: str | None = None) -
     return StageOutput(kept=kept, rejected=rejected, rows_in=rows)
 
 
+def ingest_hf_dataset(folder: Path, cfg: IngestConfig, source_path: str) -> StageOutput:
+    """A folder written by ``datasets.save_to_disk`` (a DatasetDict uses ``cfg.split``)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"{folder} is a Hugging Face dataset: pip install datasets") from None
+    loaded = datasets.load_from_disk(str(folder))
+    if isinstance(loaded, datasets.DatasetDict):
+        split = cfg.split or ("train" if "train" in loaded else None)
+        if split not in loaded:
+            raise ValueError(f"{folder}: choose a split with --set split=NAME "
+                             f"(splits: {', '.join(loaded)})")
+        loaded = loaded[split]
+    source = cfg.source or folder.name
+    frame = pl.from_arrow(loaded.data.table)
+    out = documents_from_frame(frame, cfg, source, source_path)
+    if out is not None:
+        return out
+    builder = _Builder(cfg, source, source_path)
+    for n, fields in enumerate(loaded, start=1):
+        builder.add(Record(n, fields, None))
+    kept, rejected = builder.tables()
+    return StageOutput(kept=kept, rejected=rejected, rows_in=len(loaded))
+
+
 def _process(unit: WorkUnit, cfg: IngestConfig) -> StageOutput:
-    (path,) = unit.inputs
+    path = unit.inputs[0]
+    if path.name in HF_MARKERS:
+        folder = path.parent
+        rel = folder.relative_to(unit.base).as_posix() if unit.base else folder.name
+        return ingest_hf_dataset(folder, cfg, rel)
     rel = path.relative_to(unit.base).as_posix() if unit.base else path.name
     return ingest_file(path, cfg, rel)
 
@@ -316,16 +347,39 @@ def shard_name_for(rel: str) -> str:
     return "part-" + re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__")) + ".arrow"
 
 
+HF_MARKERS = ("dataset_dict.json", "state.json")
+
+
+def hf_dataset_marker(folder: Path) -> Path | None:
+    """The marker file of a folder written by ``datasets.save_to_disk``, if it is one."""
+    return next((folder / m for m in HF_MARKERS if (folder / m).is_file()), None)
+
+
+def unit_for(path: Path, base: Path) -> WorkUnit:
+    """The work unit of one raw file, or of a saved Hugging Face dataset folder."""
+    rel = path.relative_to(base).as_posix()
+    if path.is_dir():
+        marker = hf_dataset_marker(path)
+        if marker is None:
+            raise ValueError(f"{path}: a folder, but not a saved Hugging Face dataset")
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p != marker)
+        return WorkUnit(shard_name_for(rel), (marker, *files), base)
+    detect_format(path)  # a clear error for a file we cannot read
+    return WorkUnit(shard_name_for(rel), (path,), base)
+
+
 def plan_ingest(input_path: Path) -> list[WorkUnit]:
-    """One unit per ingestable file under ``input_path`` (or the file itself)."""
+    """One unit per ingestable file (or saved Hugging Face dataset) under ``input_path``."""
     input_path = input_path.resolve()
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {input_path}")
-    if input_path.is_file():
-        detect_format(input_path)  # a clear error for a file we cannot read
-        base, files = input_path.parent, [input_path]
-    else:
-        base = input_path
-        files = sorted(p for p in input_path.rglob("*") if p.is_file() and is_ingestable(p)
-                       and not any(part.startswith(".") for part in p.relative_to(base).parts))
-    return [WorkUnit(shard_name_for(p.relative_to(base).as_posix()), (p,), base) for p in files]
+    if input_path.is_file() or hf_dataset_marker(input_path):
+        return [unit_for(input_path, input_path.parent)]
+    base = input_path
+    datasets = sorted({m.parent for name in HF_MARKERS for m in base.rglob(name)},
+                      key=lambda p: p.as_posix())
+    datasets = [d for d in datasets if not any(d != o and o in d.parents for o in datasets)]
+    files = sorted(p for p in base.rglob("*") if p.is_file() and is_ingestable(p)
+                   and not any(part.startswith(".") for part in p.relative_to(base).parts)
+                   and not any(d in p.parents for d in datasets))
+    return sorted((unit_for(p, base) for p in [*files, *datasets]), key=lambda u: u.name)

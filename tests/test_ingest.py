@@ -148,3 +148,33 @@ def test_vectorised_and_per_record_paths_agree(tmp_path):
     assert fast.rejected.to_pylist() == slow_rejected.to_pylist()
     assert [r["reject_reason"] for r in fast.rejected.to_pylist()] == [
         "duplicate_id", "empty_text", "text_too_long"]
+
+
+def test_saved_hugging_face_datasets_are_ingested(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    raw = tmp_path / "raw"
+    write_jsonl(raw / "plain.jsonl", [{"text": "a json line"}])
+    datasets.Dataset.from_dict({"id": ["h1", "h2"], "text": ["first", ""]}).save_to_disk(
+        str(raw / "hf_single"))
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": ["t1", "t2", "t3"]}),
+        "test": datasets.Dataset.from_dict({"text": ["x"]}),
+    }).save_to_disk(str(raw / "hf_dict"))
+    units = plan_ingest(raw)
+    assert [u.name for u in units] == ["part-hf_dict.arrow", "part-hf_single.arrow",
+                                       "part-plain.jsonl.arrow"]  # no state.json as a file
+    from curate.ingest import INGEST
+    from curate.runner import run_stage
+    report = run_stage(INGEST, units, tmp_path / "out", IngestConfig(), progress=False)
+    assert report.ok, report.failures
+    assert (report.rows_in, report.rows_kept, dict(report.reasons)) == (6, 5, {"empty_text": 1})
+    from schemas import read_shard
+    single = read_shard(tmp_path / "out" / "part-hf_single.arrow")
+    assert single.column("id").to_pylist() == ["h1"]
+    assert single.column("source_path").to_pylist() == ["hf_single"]
+    test_split = run_stage(INGEST, plan_ingest(raw / "hf_dict"), tmp_path / "out2",
+                           IngestConfig(split="test"), progress=False)
+    assert test_split.rows_kept == 1
+    bad = run_stage(INGEST, plan_ingest(raw / "hf_dict"), tmp_path / "out3",
+                    IngestConfig(split="nope"), progress=False)
+    assert "splits: train, test" in bad.failures["part-hf_dict.arrow"]

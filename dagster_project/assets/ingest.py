@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from curate.ingest import INGEST, IngestConfig, is_ingestable, shard_name_for
+from curate.ingest import HF_MARKERS, INGEST, IngestConfig, plan_ingest, unit_for
 from curate.runner import WorkUnit
 from dagster_project.config import dagster_config, to_stage_config
 from dagster_project.resources import DataRoot
@@ -18,18 +18,22 @@ IngestRunConfig = dagster_config(IngestConfig)
 
 
 def landing_files(landing: Path) -> list[str]:
-    """Partition keys: ingestable files under the landing folder, relative, sorted."""
+    """Partition keys: ingestable files (and saved HF datasets) in the landing folder."""
     if not landing.is_dir():
         return []
-    return sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*")
-                  if p.is_file() and is_ingestable(p))
+    keys = []
+    for unit in plan_ingest(landing):
+        first = unit.inputs[0]
+        item = first.parent if first.name in HF_MARKERS else first
+        keys.append(item.relative_to(landing).as_posix())
+    return sorted(keys)
 
 
 def ingest_unit(landing: Path, key: str) -> WorkUnit:
     path = landing / key
-    if not path.is_file():
+    if not path.exists():
         raise dg.Failure(f"partition {key!r}: {path} no longer exists in the landing folder")
-    return WorkUnit(shard_name_for(key), (path,), landing)
+    return unit_for(path, landing)
 
 
 @dg.asset(
