@@ -14,16 +14,9 @@ from pathlib import Path
 import click
 
 from curate.config import ConfigError, StageConfig, load_config
+from curate.humanize import human_bytes
 from curate.runner import RunReport, Stage, WorkUnit, default_workers, run_stage
 from schemas.version import __version__
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def format_summary(report: RunReport) -> str:
@@ -39,7 +32,7 @@ def format_summary(report: RunReport) -> str:
     for reason, count in report.reasons.most_common():
         lines.append(f"             {count:>10,}  {reason}")
     lines.append(f"  time     {report.seconds:.2f} s  ({report.rows_in / secs:,.0f} rows/s, "
-                 f"{_human_bytes(report.input_bytes / secs)}/s of input)")
+                 f"{human_bytes(report.input_bytes / secs)}/s of input)")
     for unit, error in sorted(report.failures.items()):
         lines.append(f"  FAILED   {unit}: {error}")
     if report.failures:
@@ -267,7 +260,7 @@ def show(path: Path) -> None:
             for reason, n in entry["reject_reasons"].items():
                 reasons[reason] = reasons.get(reason, 0) + n
         click.echo(f"{stage_dir}  [{manifest.stage}: {manifest.kind} v{manifest.kind_version}]")
-        click.echo(f"  {t['shards']} shards, {_human_bytes(t['bytes'])}; rows in "
+        click.echo(f"  {t['shards']} shards, {human_bytes(t['bytes'])}; rows in "
                    f"{t['rows_in']:,}, kept {t['rows_kept']:,}, rejected {t['rows_rejected']:,}")
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
             click.echo(f"    {n:>10,}  {reason}")
