@@ -28,6 +28,23 @@ def metadata_json(fields: dict[str, Any]) -> str | None:
     return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS, default=str).decode() if kept else None
 
 
+FLAT_DTYPES = (pl.String, pl.Boolean, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8,
+               pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def metadata_column(extras: pl.DataFrame) -> pl.Series:
+    """``metadata_json`` for every row; rows of flat, non-null values are encoded natively."""
+    if not all(dtype in FLAT_DTYPES for dtype in extras.dtypes):
+        return pl.Series([metadata_json(r) for r in extras.iter_rows(named=True)],
+                         dtype=pl.String)
+    encoded = extras.select(pl.struct(extras.columns).struct.json_encode()).to_series()
+    complete = extras.select(pl.all_horizontal(pl.all().is_not_null())).to_series()
+    if complete.all():
+        return encoded
+    slow = [metadata_json(r) for r in extras.filter(~complete).iter_rows(named=True)]
+    return encoded.scatter((~complete).arg_true(), pl.Series(slow, dtype=pl.String))
+
+
 def read_jsonl_frame(data: bytes) -> pl.DataFrame | None:
     """Parse a whole JSONL buffer, or None when any line would need the per-record path."""
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
@@ -72,8 +89,7 @@ def documents_from_frame(frame: pl.DataFrame, cfg: Any, source: str,
     used = {c for c in (text_col, cfg.id_column, cfg.url_column, cfg.title_column) if c}
     extras = [c for c in frame.columns if c not in used]
     if cfg.keep_metadata and extras:
-        metadata = pl.Series([metadata_json(r) for r in frame.select(extras).iter_rows(named=True)],
-                             dtype=pl.String)
+        metadata = metadata_column(frame.select(sorted(extras)))
     else:
         metadata = pl.Series([None] * n, dtype=pl.String)
     docs = pl.DataFrame({

@@ -178,3 +178,15 @@ def test_saved_hugging_face_datasets_are_ingested(tmp_path):
     bad = run_stage(INGEST, plan_ingest(raw / "hf_dict"), tmp_path / "out3",
                     IngestConfig(split="nope"), progress=False)
     assert "splits: train, test" in bad.failures["part-hf_dict.arrow"]
+
+
+def test_native_metadata_encoding_matches_orjson():
+    import polars as pl
+
+    from curate.ingest_frame import metadata_column, metadata_json
+
+    extras = pl.DataFrame({"a": ["x", None, 'q"uote\\ é\n\u0001'], "b": [1, 2, None],
+                           "c": [True, False, None]})
+    expected = [metadata_json(r) for r in extras.iter_rows(named=True)]
+    assert metadata_column(extras).to_list() == expected
+    assert metadata_column(extras.drop_nulls()).to_list() == [expected[0]]
