@@ -17,7 +17,14 @@ _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([a-zA-Z0-9_:.\-]+)", re.IGNO
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"),
          (codecs.BOM_UTF16_BE, "utf-16"))
 SNIFF_BYTES = 4096
-_SINGLE_BYTE = {"cp1252", "iso8859-15", "cp1250", "cp1251", "iso8859-2", "koi8-r", "mac-roman"}
+# codecs Python knows that no web page is written in: they would rewrite the text
+_NOT_WEB = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined",
+            "cp037", "cp500", "cp1140", "cp273", "cp424", "cp875", "cp1026", "utf-7"}
+_SINGLE_BYTE_PREFIXES = ("cp125", "cp8", "iso8859", "koi8", "mac-", "tis-620", "cp874")
+
+
+def _single_byte(codec: str | None) -> bool:
+    return codec is not None and codec.startswith(_SINGLE_BYTE_PREFIXES)
 
 
 class DecodeError(ValueError):
@@ -42,14 +49,21 @@ def meta_charset(data: bytes) -> str | None:
 
 
 def _normalise(name: str | None) -> str | None:
+    """A text encoding a page may declare, or None (unknown labels and non-text codecs)."""
     if not name:
         return None
     try:
-        codec = codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
         return None
-    # browsers treat latin-1 / ascii labels as windows-1252 (WHATWG encoding standard)
-    return "cp1252" if codec in {"latin_1", "iso8859-1", "ascii"} else codec
+    codec = info.name
+    if not info._is_text_encoding or codec.replace("_", "-") in _NOT_WEB:
+        return None
+    # browsers treat latin-1 / ascii labels as windows-1252, and a utf-16 label on a page
+    # without a BOM as utf-8 (WHATWG encoding standard)
+    if codec in {"latin_1", "iso8859-1", "ascii"}:
+        return "cp1252"
+    return "utf-8" if codec.startswith("utf-16") or codec.startswith("utf-32") else codec
 
 
 def _try(data: bytes, encoding: str | None) -> str | None:
@@ -57,7 +71,7 @@ def _try(data: bytes, encoding: str | None) -> str | None:
         return None
     try:
         return data.decode(encoding)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeError, LookupError, ValueError):
         return None
 
 
@@ -72,7 +86,7 @@ def decode_html(data: bytes, content_type: str | None = None) -> Decoded:
     for source, name in (("header", header_charset(content_type)),
                          ("meta", meta_charset(data))):
         encoding = _normalise(name)
-        if utf8 is not None and encoding in _SINGLE_BYTE and not data.isascii():
+        if utf8 is not None and _single_byte(encoding) and not data.isascii():
             # valid multi-byte UTF-8 is almost never legitimate single-byte text: the
             # declaration is wrong (a common server default)
             return Decoded(utf8, "utf-8", f"utf-8 (declared {name} does not fit)")
@@ -84,9 +98,9 @@ def decode_html(data: bytes, content_type: str | None = None) -> Decoded:
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[:200_000]).best()
-    if best is not None and best.encoding:
-        text = _try(data, best.encoding)
-        if text is not None:
-            return Decoded(text, best.encoding, "detected")
+    guess = _normalise(best.encoding) if best is not None else None
+    text = _try(data, guess)
+    if text is not None:
+        return Decoded(text, guess, "detected")
     raise DecodeError("no charset decodes these bytes (declared: "
                       f"header={header_charset(content_type)}, meta={meta_charset(data)})")

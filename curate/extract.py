@@ -6,6 +6,7 @@ processes; a per-document alarm stops a pathological page from stalling a worker
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import re
 import signal
@@ -84,15 +85,21 @@ class Extracted:
     metadata: dict[str, Any]
 
 
+class ExtractionTimeout(BaseException):
+    """Raised by the alarm. A BaseException, because trafilatura catches ``Exception`` in its
+    fallbacks and would swallow a plain TimeoutError (and the one-shot alarm with it)."""
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError after ``seconds`` of wall time (main thread only; else no limit)."""
+    """Raise ExtractionTimeout after ``seconds`` of wall time (main thread only; else no
+    limit)."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_alarm(signum, frame):
-        raise TimeoutError(f"extraction took longer than {seconds:g} s")
+        raise ExtractionTimeout(f"extraction took longer than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -126,7 +133,7 @@ def extract_html(data: bytes, url: str | None, cfg: ExtractConfig,
         raise Rejection("empty_input", "no bytes")
     if len(data) > cfg.max_html_bytes:
         raise Rejection("too_large", f"{len(data)} bytes > max_html_bytes {cfg.max_html_bytes}")
-    if b"\x00" in data[:4096]:
+    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise Rejection("not_html", "binary content (NUL bytes)")
     try:
         decoded = decode_html(data, content_type)
@@ -146,7 +153,7 @@ def extract_html(data: bytes, url: str | None, cfg: ExtractConfig,
                 tree, url=url, with_metadata=cfg.metadata == "full",
                 include_tables=cfg.include_tables, include_comments=cfg.include_comments,
                 **PRESETS[cfg.preset])
-    except TimeoutError as exc:
+    except ExtractionTimeout as exc:
         raise Rejection("timeout", str(exc)) from None
     except Rejection:
         raise

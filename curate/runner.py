@@ -300,20 +300,42 @@ def run_stage(stage: Stage, units: Iterable[WorkUnit], out_dir: Path, cfg: Stage
 def _run_pool(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfig,
               workers: int, recorded: dict[str, dict], finish: Callable[[UnitResult], None],
               ) -> None:
+    """Run units in a process pool. A worker that dies (segfault, OOM kill) breaks the pool
+    and every unit still in it; those units are retried alone, so only the one that really
+    kills its worker is recorded as failed."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([stage.process.__module__])
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    suspects: list[WorkUnit] = []
+    groups: list[tuple[list[WorkUnit], int]] = [(todo, workers)]
+    while groups:
+        group, n = groups.pop(0)
+        for unit in _run_group(ctx, stage, group, n, out_dir, cfg, recorded, finish):
+            if n == 1 and len(group) == 1:
+                finish(UnitResult(unit.name, error="worker process died while processing "
+                                                   "this shard (crash or out of memory)"))
+            else:
+                suspects.append(unit)
+        if not groups and suspects:
+            groups, suspects = [([u], 1) for u in suspects], []
+
+
+def _run_group(ctx, stage: Stage, group: list[WorkUnit], workers: int, out_dir: Path,
+               cfg: StageConfig, recorded: dict[str, dict],
+               finish: Callable[[UnitResult], None]) -> list[WorkUnit]:
+    """Run a group in one pool; returns the units lost to a broken pool."""
+    broken = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(group)), mp_context=ctx) as pool:
         pending = {pool.submit(process_unit, stage, u, out_dir, cfg,
-                               _known(recorded.get(u.name))): u for u in todo}
+                               _known(recorded.get(u.name))): u for u in group}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 unit = pending.pop(fut)
                 try:
-                    result = fut.result()
-                except BrokenProcessPool as exc:
-                    result = UnitResult(unit.name, error=f"worker process died: {exc}")
-                finish(result)
+                    finish(fut.result())
+                except BrokenProcessPool:
+                    broken.append(unit)
+    return broken
 
 
 def plan_shards(input_dir: Path) -> list[WorkUnit]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz", ".wet", ".wet.gz")
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz")
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz", ".xhtml")
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")
 DOCUMENT_RECORDS = {"response", "resource", "conversion"}
@@ -54,9 +55,11 @@ def _warc_date(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # WARC dates are UTC; a date written without a zone must not take the machine's
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 def read_warc(path: Path) -> Iterator[WebRecord]:
@@ -97,7 +100,11 @@ def _web_record(record, payload: bytes, row: int, fallback_id: str) -> WebRecord
     if record.rec_type == "conversion":
         rec.text = payload.decode("utf-8", errors="replace")
     elif record.http_headers is not None:
-        rec.status = int(record.http_headers.get_statuscode() or 0)
+        code = record.http_headers.get_statuscode() or ""
+        if not code.isdigit():
+            rec.error = ("bad_http_status", f"HTTP status line {record.http_headers.statusline!r}")
+            return rec
+        rec.status = int(code)
         rec.content_type = record.http_headers.get_header("Content-Type")
         rec.location = record.http_headers.get_header("Location")
         rec.html = payload
@@ -115,7 +122,7 @@ def read_html_files(paths: tuple[Path, ...], base: Path) -> Iterator[WebRecord]:
             data = path.read_bytes()
             if path.name.lower().endswith(".gz"):
                 data = gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             yield WebRecord(row=row, doc_id=rel, error=("unreadable_file", f"{rel}: {exc}"))
             continue
         yield WebRecord(row=row, doc_id=rel, html=data)
@@ -139,6 +146,7 @@ def read_html_table(path: Path, html_column: str, url_column: str | None,
         if id_column and fields.get(id_column) not in (None, ""):
             doc_id = str(fields[id_column])
         url = fields.get(url_column) if url_column else None
+        url = None if url in (None, "") else str(url)
         html = fields.get(html_column)
         if not isinstance(html, str | bytes):
             yield WebRecord(row=row, doc_id=doc_id, url=url, error=(
@@ -153,6 +161,8 @@ def _jsonl_rows(path: Path) -> Iterator[dict | None]:
 
     with pa.input_stream(str(path), compression="detect") as f:
         for line in f.read().splitlines():
+            if not line.strip():
+                continue  # a blank line is not a record
             try:
                 value = orjson.loads(line)
             except orjson.JSONDecodeError:

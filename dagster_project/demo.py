@@ -20,7 +20,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
         crawled_warcs,
         extracted_documents,
         language_tagged_documents,
-        warc_files,
+        warc_keys,
     )
     from dagster_project.definitions import defs
 
@@ -39,7 +39,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     known = set(instance.get_dynamic_partitions(raw_files.name))
     instance.add_dynamic_partitions(raw_files.name, [k for k in keys if k not in known])
     results += [run([raw_documents], key) for key in keys]
-    for key in instance.get_dynamic_partitions(warc_files.name):
+    for key in warc_keys(resources["data"]):  # partitions whose WARC file is on disk
         results.append(run([extracted_documents, language_tagged_documents], key))
     return results
 

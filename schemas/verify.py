@@ -82,13 +82,17 @@ def verify_stage(stage_dir: Path) -> VerifyReport:
     report = VerifyReport(stage_dir)
     try:
         manifest = read_manifest(stage_dir)
-    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         report.add(MANIFEST_NAME, f"unreadable manifest: {exc}")
         return report
     if manifest is None:
         report.add(MANIFEST_NAME, "missing: not a stage folder, or its first run never finished")
         return report
     for name, entry in sorted(manifest.shards.items()):
+        missing = {"name", "rows", "bytes", "sha256", "rows_in", "rows_rejected"} - set(entry)
+        if missing:
+            report.add(name, f"manifest entry lacks {', '.join(sorted(missing))}")
+            continue
         _check_file(report, stage_dir, entry, manifest.kind)
         report.rows += entry["rows"]
         rejected = entry.get("rejected")

@@ -171,3 +171,63 @@ def test_jsonl_with_an_html_column(tmp_path):
     out = extract_unit(plan_extract(path)[0], ExtractConfig())
     assert out.kept.column("id").to_pylist() == ["p1"]
     assert out.rejected.column("reject_reason").to_pylist() == ["missing_html", "invalid_json"]
+
+
+@pytest.mark.parametrize("declared", ["undefined", "punycode", "unicode_escape", "cp037",
+                                      "no-such-charset", "utf-16", "utf-16le"])
+def test_bogus_or_impossible_charset_labels_fall_back_to_the_bytes(declared):
+    for body in (FRENCH, FRENCH + " "):  # even and odd byte counts
+        data = body.encode("utf-8")
+        out = extract_html(data, None, ExtractConfig(), f"text/html; charset={declared}")
+        assert "Le boulanger prépare la pâte" in out.text, declared
+        assert out.encoding == "utf-8"
+
+
+def test_utf16_page_with_bom_is_read():
+    out = extract_html(FRENCH.encode("utf-16"), None, ExtractConfig())
+    assert "façonne" in out.text and out.encoding == "utf-16"
+
+
+def test_one_bad_record_does_not_end_the_warc(tmp_path):
+    pages = warc_pages()
+    path = write_warc(tmp_path / "s.warc", pages, gzip=False)
+    data = path.read_bytes().replace(b"HTTP/1.1 404 Not Found", b"HTTP/1.1 4O4 Not Found")
+    path.write_bytes(data)
+    out = extract_unit(plan_extract(path)[0], ExtractConfig())
+    assert out.kept.column("url").to_pylist() == ["https://village.example/pain",
+                                                  "https://village.example/four"]
+    assert "bad_http_status" in out.rejected.column("reject_reason").to_pylist()
+
+
+def test_warc_dates_without_a_zone_are_utc(monkeypatch):
+    import datetime as dt
+    import time
+
+    from curate.web_sources import _warc_date
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert _warc_date("2024-01-01T00:00:00") == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_corrupt_gzip_page_is_rejected_alone(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    good = gzip.compress(FRENCH.encode())
+    (site / "a.html.gz").write_bytes(good)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    (site / "b.html.gz").write_bytes(bytes(bad))
+    out = extract_unit(plan_extract(site)[0], ExtractConfig())
+    assert out.kept.column("id").to_pylist() == ["a.html.gz"]
+    assert out.rejected.column("reject_reason").to_pylist() == ["unreadable_file"]
+
+
+def test_non_string_url_in_an_html_table(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "x", "url": 123, "html": FRENCH}) + "\n\n")
+    out = extract_unit(plan_extract(path)[0], ExtractConfig())
+    assert out.kept.column("url").to_pylist() == ["123"] and out.rows_in == 1

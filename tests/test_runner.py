@@ -106,3 +106,20 @@ def test_config_from_recipe_and_overrides(tmp_path, raw_dir):
     bad = run_cli("curate", "ingest", "--input", str(raw_dir), "--output", str(out),
                   "--set", "no_such_key=1")
     assert bad.returncode != 0 and "no_such_key" in bad.stderr
+
+
+def _crashes_on_b(unit: WorkUnit, cfg: IngestConfig) -> StageOutput:
+    if "b.jsonl" in unit.name:
+        os._exit(9)  # a segfault or an OOM kill, as far as the pool can tell
+    return INGEST.process(unit, cfg)
+
+
+CRASHY = Stage("crashy", "1", DOCUMENTS, _crashes_on_b)
+
+
+def test_a_dying_worker_fails_only_its_own_shard(tmp_path, raw_dir):
+    report = run_stage(CRASHY, plan_ingest(raw_dir), tmp_path / "out", IngestConfig(),
+                       workers=2, progress=False)
+    assert set(report.failures) == {"part-sub__b.jsonl.arrow"}
+    assert "worker process died" in report.failures["part-sub__b.jsonl.arrow"]
+    assert report.done == 2 and report.rows_kept == 70

@@ -378,7 +378,7 @@ class Crawler:
         if not res.ok or res.exchange is None:
             self._finish(row, f"http_{res.status}", None, res.status, res.retries)
             return None
-        self._store(row, res, res.exchange)
+        self._store(row, res, res.exchange, roll=False)
         self.report.pages += 1
         self.report.pages_total += 1
         self.report.bytes += len(res.exchange.body)
@@ -390,14 +390,18 @@ class Crawler:
                                   self.cfg.product_token):
             links, base = extract_links(res.exchange.body, row.url, res.content_type)
             self._enqueue(links, row.depth + 1, base=base)
+        # roll only after the page's links are queued: closing a WARC commits the frontier,
+        # and a page in a closed WARC is never fetched again, so its links must be in it
+        self.warc.roll_if_full()
         return None
 
     def _store(self, row: Row, res: FetchResult, exchange: Exchange, detail: str | None = None,
-               ) -> None:
+               roll: bool = True) -> None:
         name = self.warc.write(exchange)
         self.frontier.finish(row.id, DONE, http_status=res.status, warc_file=name,
                              detail=detail, retries=res.retries)
-        self.warc.roll_if_full()
+        if roll:
+            self.warc.roll_if_full()
 
     def _redirect(self, row: Row, res: FetchResult, hops: int) -> Row | None:
         """Store the 3xx, then claim its target for this task unless it is known already."""

@@ -4,14 +4,15 @@
 import contextlib
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
-from curate.langid import LANGID, LangIdConfig
 from pydantic import Field, create_model
 
 from curate.crawl import CrawlConfig, crawl
 from curate.extract import ExtractConfig
 from curate.ingest import shard_name_for
+from curate.langid import LANGID, LangIdConfig
 from curate.runner import WorkUnit
 from curate.serve import serve_directory
 from curate.web_extract import EXTRACT
@@ -38,6 +39,11 @@ def warc_dir(data: DataRoot) -> Path:
     return data.stage_dir(DATASET, "crawl") / "warc"
 
 
+def warc_keys(data: DataRoot) -> list[str]:
+    """Closed WARC files (open ones carry another suffix until they are renamed)."""
+    return sorted(p.name for p in warc_dir(data).glob("*.warc.gz"))
+
+
 @contextlib.contextmanager
 def _demo_server(data: DataRoot, enabled: bool):
     """Serve the demo site where its sitemap says it lives; yields the base URL or None."""
@@ -48,9 +54,9 @@ def _demo_server(data: DataRoot, enabled: bool):
     if not manifest.exists():
         raise dg.Failure("demo_site is on but the demo site is missing: materialize demo_site "
                          "first, or turn demo_site off and give seeds")
-    base_url = json.loads(manifest.read_text())["base_url"]
-    host, port = base_url.split("://", 1)[1].split(":")
-    with serve_directory(data.path / "demo" / "site", host, int(port)) as url:
+    base = urlsplit(json.loads(manifest.read_text())["base_url"])
+    with serve_directory(data.path / "demo" / "site", base.hostname or "127.0.0.1",
+                         base.port or 80) as url:
         yield url
 
 
@@ -69,7 +75,7 @@ def crawled_warcs(context: dg.AssetExecutionContext, config: CrawlRunConfig,
             settings["per_host_delay"] = 0.0
         report = crawl(CrawlConfig.model_validate(settings), data.stage_dir(DATASET, "crawl"),
                        progress=False)
-    keys = sorted(p.name for p in warc_dir(data).glob("*.warc*"))
+    keys = warc_keys(data)
     known = set(context.instance.get_dynamic_partitions(warc_files.name))
     context.instance.add_dynamic_partitions(warc_files.name, [k for k in keys if k not in known])
     context.log.info(report.summary())
