@@ -139,13 +139,6 @@ def read_shard(path: Path, memory_map: bool = True, columns: list[str] | None = 
     return table.select(columns) if columns is not None else table
 
 
-def shard_rows(path: Path) -> int:
-    """Row count from the file footer, without reading the data."""
-    with pa.memory_map(str(path), "r") as source:
-        reader = pa.ipc.open_file(source)
-        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-
-
 def sha256_file(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:

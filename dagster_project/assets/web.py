@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field
 
 from curate.crawl import CrawlConfig, crawl
 from curate.extract import ExtractConfig
@@ -24,15 +24,13 @@ DATASET = "web"
 warc_files = dg.DynamicPartitionsDefinition(name="warc_files")
 ExtractRunConfig = dagster_config(ExtractConfig)
 LangIdRunConfig = dagster_config(LangIdConfig)
-_crawl_fields = {n: (f.annotation, f) for n, f in CrawlConfig.model_fields.items()}
-_crawl_fields["seeds"] = (list[str], Field(default=[], description=(
-    "Start URLs. Empty with demo_site on: the demo site's home page.")))
-CrawlRunConfig = create_model(
-    "CrawlRunConfig", __base__=dg.Config, __doc__=CrawlConfig.__doc__,
+CrawlRunConfig = dagster_config(
+    CrawlConfig,
     demo_site=(bool, Field(default=True, description=(
         "Serve <data_root>/demo/site on loopback (at the base URL it was generated for) while "
         "crawling it; loopback is allowed and robots.txt's crawl delay applies."))),
-    **_crawl_fields)
+    seeds=(list[str], Field(default=[], description=(
+        "Start URLs. Empty with demo_site on: the demo site's home page."))))
 
 
 def warc_dir(data: DataRoot) -> Path:
