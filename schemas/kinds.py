@@ -154,8 +154,30 @@ PREFERENCE_TOKENS = RecordKind("preference_tokens", "1.0", (
     _c("split", pa.string()),
 ), compress=False, doc="Tokenized preference pairs: prompt, chosen and rejected ids.")
 
+MINHASH_SIGNATURES = RecordKind("minhash_signatures", "1.0", (
+    _c("id", pa.string(), nullable=False, doc="document id, aligned row by row with the shard"),
+    _c("n_chars", pa.int64(), nullable=False, doc="length of the original text"),
+    _c("score", pa.float64(), doc="the keep-rule score column's value, when one is configured"),
+    _c("n_shingles", pa.int32(), nullable=False, doc="word n-gram shingles in the document"),
+    _c("text_hash", pa.uint64(), doc="64-bit hash of the normalised text; null when empty"),
+    _c("url_hash", pa.uint64(), doc="64-bit hash of the normalised URL; null without a URL"),
+    _c("minhash", pa.list_(pa.uint32()), nullable=False,
+       doc="MinHash signature (bands x rows values), equal to datasketch MinHash.hashvalues"),
+), doc="Per-document dedup keys of one documents shard, in the shard's row order.")
+
+DUP_CLUSTERS = RecordKind("dup_clusters", "1.0", (
+    _c("row", pa.int64(), nullable=False, doc="0-based row of the document in its shard"),
+    _c("id", pa.string(), nullable=False, doc="document id"),
+    _c("dup_cluster", pa.string(), nullable=False, doc="id of the cluster's kept document"),
+    _c("dup_cluster_size", pa.int64(), nullable=False, doc="documents in the cluster"),
+    _c("duplicate_of", pa.string(), doc="the kept document's id; null for the kept one"),
+    _c("reason", pa.string(),
+       doc="exact_duplicate, url_duplicate or near_duplicate; null for the kept one"),
+), doc="Members of duplicate clusters (size > 1) in one documents shard, and their fate.")
+
 KINDS: dict[str, RecordKind] = {k.name: k for k in (
-    DOCUMENTS, REJECTED, SFT, PREFERENCE, PRETRAIN_TOKENS, SFT_TOKENS, PREFERENCE_TOKENS)}
+    DOCUMENTS, REJECTED, SFT, PREFERENCE, PRETRAIN_TOKENS, SFT_TOKENS, PREFERENCE_TOKENS,
+    MINHASH_SIGNATURES, DUP_CLUSTERS)}
 
 
 def get_kind(name: str) -> RecordKind:

@@ -1,0 +1,260 @@
+"""The four dedup phases end to end, each resumable on its own.
+
+1. signatures (map, per shard; the runner skips unchanged shards);
+2. buckets (global scatter to on-disk partitions; skipped when its record matches);
+3. clusters (global; skipped when its record matches);
+4. removal (map, per shard; skipped per shard when its inputs are unchanged).
+
+An interrupted run therefore redoes only the phase it was in (and only the unfinished shards
+of a map phase). With ``index_dir``, the signatures of earlier runs' kept documents take part
+as documents that always win their clusters, and this run's kept signatures are added to the
+index afterwards under ``index_label``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curate.dedup.buckets import (
+    DocSpace,
+    SignatureShard,
+    bucket_key,
+    plan_partitions,
+    read_done,
+    write_buckets,
+    write_done,
+)
+from curate.dedup.clusters import ClusterReport, cluster_key, write_clusters
+from curate.dedup.config import DedupConfig
+from curate.dedup.remove import REMOVE
+from curate.dedup.signatures import SIGNATURES
+from curate.runner import RunReport, WorkUnit, plan_shards, run_stage
+from schemas import MINHASH_SIGNATURES, read_manifest, read_shard, write_shard
+from schemas.manifest import MANIFEST_NAME, Manifest, locked_manifest
+from schemas.version import __version__
+
+INDEX_STAGE = "dedup_index"
+LABEL_SEPARATOR = "__"
+
+
+@dataclass(frozen=True)
+class DedupLayout:
+    """Where each phase writes, under one output folder."""
+
+    root: Path
+
+    @property
+    def ingested(self) -> Path:
+        return self.root / "ingested"
+
+    @property
+    def signatures(self) -> Path:
+        return self.root / "signatures"
+
+    @property
+    def buckets(self) -> Path:
+        return self.root / "buckets"
+
+    @property
+    def clusters(self) -> Path:
+        return self.root / "clusters"
+
+    @property
+    def documents(self) -> Path:
+        return self.root / "documents"
+
+
+@dataclass
+class DedupReport:
+    """Every phase's outcome, for the CLI summary and Dagster metadata."""
+
+    signatures: RunReport | None = None
+    buckets: dict = field(default_factory=dict)
+    buckets_skipped: bool = False
+    clusters: ClusterReport | None = None
+    clusters_skipped: bool = False
+    removal: RunReport | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    index_added: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(r is not None and r.ok for r in (self.signatures, self.removal))
+
+    def summary(self) -> str:
+        lines = ["dedup phases:"]
+        for phase, secs in self.phase_seconds.items():
+            lines.append(f"  {phase:<11} {secs:8.2f} s")
+        if self.signatures is not None:
+            s = self.signatures
+            lines.append(f"  signatures: {s.units} shards ({s.done} computed, {s.skipped} "
+                         f"unchanged), {s.rows_in:,} documents")
+        if self.buckets:
+            b = self.buckets
+            lines.append(f"  buckets:    {b['keys']:,} keys in {b['partitions']} partition(s)"
+                         f"{' (unchanged, reused)' if self.buckets_skipped else ''}")
+        if self.clusters is not None:
+            c = self.clusters
+            lines.append(f"  clusters:   {c.clusters:,} clusters among {c.documents:,} documents "
+                         f"({c.new_documents:,} new){' (unchanged, reused)' if self.clusters_skipped else ''}")
+            for reason, n in sorted(c.removed.items()):
+                lines.append(f"              {n:>10,}  {reason}")
+            if c.candidate_pairs:
+                lines.append(f"  jaccard check: {c.candidate_pairs:,} candidate pairs, "
+                             f"{c.pairs_rejected_by_jaccard:,} below the threshold")
+        if self.removal is not None:
+            r = self.removal
+            rate = r.rows_rejected / r.rows_in if r.rows_in else 0.0
+            lines.append(f"  documents:  in {r.rows_in:,}  kept {r.rows_kept:,}  removed "
+                         f"{r.rows_rejected:,} ({rate:.1%})")
+            lines.append(f"  output:     {r.output_dir}")
+            for unit, error in sorted(r.failures.items()):
+                lines.append(f"  FAILED   {unit}: {error}")
+        if self.signatures is not None and self.signatures.failures:
+            for unit, error in sorted(self.signatures.failures.items()):
+                lines.append(f"  FAILED (signatures) {unit}: {error}")
+        if self.index_added:
+            lines.append(f"  index:      {self.index_added:,} kept signatures added")
+        return "\n".join(lines)
+
+
+def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
+                   progress: bool = False) -> list[WorkUnit]:
+    """Units over a documents stage folder; raw files (JSONL with id/text, ...) are ingested
+    into ``<output>/ingested`` first, so broken rows are recorded there, not lost."""
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise FileNotFoundError(f"input not found: {input_path}")
+    if input_path.is_dir() and (input_path / MANIFEST_NAME).exists():
+        return plan_shards(input_path)
+    from curate.ingest import INGEST, IngestConfig, plan_ingest
+
+    report = run_stage(INGEST, plan_ingest(input_path), layout.ingested, IngestConfig(),
+                       workers=workers, progress=progress)
+    if not report.ok:
+        raise ValueError(f"ingesting {input_path} failed: {report.failures}")
+    return plan_shards(layout.ingested)
+
+
+def _signature_shard(stage_dir: Path, name: str, prior: bool) -> SignatureShard:
+    manifest = read_manifest(stage_dir)
+    entry = manifest.shards[name] if manifest else None
+    if entry is None:
+        raise FileNotFoundError(f"{stage_dir} has no shard {name} in its manifest")
+    return SignatureShard(name, stage_dir / name, entry["rows"], entry["sha256"], prior)
+
+
+def doc_space(units: list[WorkUnit], signatures_dir: Path, index_dir: Path | None,
+              label: str, signature_hash: str = "") -> DocSpace:
+    """Index shards (other labels) first, then this run's shards, each by name."""
+    prior: list[SignatureShard] = []
+    manifest = read_manifest(index_dir) if index_dir is not None else None
+    if manifest is not None:
+        names = [n for n in sorted(manifest.shards) if not n.startswith(label + LABEL_SEPARATOR)]
+        for name in names:
+            made_with = manifest.shards[name].get("config_hash")
+            if signature_hash and made_with != signature_hash:
+                raise ValueError(
+                    f"index shard {name} was made with other signature settings "
+                    f"({made_with} != {signature_hash}: ngram, bands, rows, seed, scheme, "
+                    "hash or normalisation differ); use the same settings or a new index")
+        prior = [_signature_shard(index_dir, name, True) for name in names]
+    new = [_signature_shard(signatures_dir, u.name, False) for u in sorted(units,
+                                                                         key=lambda u: u.name)]
+    return DocSpace(tuple(prior + new))
+
+
+def _clear(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int = 1,
+              index_dir: Path | None = None, index_label: str | None = None,
+              progress: bool = False, force: bool = False) -> DedupReport:
+    """Deduplicate a documents dataset (or raw files) into ``output_dir``/documents."""
+    layout = DedupLayout(Path(output_dir))
+    report = DedupReport()
+    label = index_label or layout.root.resolve().name
+    t = time.perf_counter()
+    units = plan_documents(input_path, layout, workers, progress)
+    if not units:
+        raise ValueError(f"no documents shards found under {input_path}")
+    report.signatures = run_stage(SIGNATURES, units, layout.signatures, cfg.signature_config(),
+                                  workers=workers, progress=progress, force=force)
+    report.phase_seconds["signatures"] = time.perf_counter() - t
+    if not report.signatures.ok:
+        return report
+    space = doc_space(units, layout.signatures, index_dir, label,
+                      cfg.signature_config().config_hash())
+
+    t = time.perf_counter()
+    partitions = plan_partitions(space.n_docs, cfg)
+    bkey = bucket_key(space, cfg, partitions)
+    done = read_done(layout.buckets)
+    if not force and done is not None and done["key"] == bkey:
+        report.buckets, report.buckets_skipped = done, True
+    else:
+        report.buckets = write_buckets(space, cfg, layout.buckets, partitions)
+    report.phase_seconds["buckets"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ckey = cluster_key(bkey, cfg)
+    done = read_done(layout.clusters)
+    if not force and done is not None and done["key"] == ckey:
+        report.clusters, report.clusters_skipped = ClusterReport.from_json(done["report"]), True
+    else:
+        _clear(layout.clusters)
+        texts = {u.name: u.inputs[0] for u in units}
+        report.clusters = write_clusters(space, cfg, layout.buckets, partitions,
+                                         layout.clusters, texts, ckey)
+        write_done(layout.clusters, {"key": ckey, "report": report.clusters.to_json()})
+    report.phase_seconds["clusters"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    removal_units = [WorkUnit(u.name, (u.inputs[0], layout.clusters / u.name), u.base)
+                     for u in units]
+    report.removal = run_stage(REMOVE, removal_units, layout.documents, cfg, workers=workers,
+                               progress=progress, force=force)
+    report.phase_seconds["removal"] = time.perf_counter() - t
+    if index_dir is not None and report.ok:
+        report.index_added = update_index(index_dir, label, units, layout,
+                                          cfg.signature_config().config_hash())
+    return report
+
+
+def update_index(index_dir: Path, label: str, units: list[WorkUnit], layout: DedupLayout,
+                 signature_hash: str) -> int:
+    """Add this run's kept documents' signatures to the index as ``<label>__<shard>``."""
+    added = 0
+    names = set()
+    new = Manifest(stage=INDEX_STAGE, kind=MINHASH_SIGNATURES.name,
+                   kind_version=MINHASH_SIGNATURES.version, library_version=__version__)
+    for unit in units:
+        sig = read_shard(layout.signatures / unit.name)
+        clusters = read_shard(layout.clusters / unit.name)
+        removed = clusters.filter(clusters.column("duplicate_of").is_valid())
+        keep = np.ones(sig.num_rows, dtype=bool)
+        keep[removed.column("row").to_numpy()] = False
+        name = f"{label}{LABEL_SEPARATOR}{unit.name}"
+        names.add(name)
+        info = write_shard(sig.filter(pa.array(keep)), index_dir / name, MINHASH_SIGNATURES)
+        added += info.rows
+        with locked_manifest(index_dir, new) as manifest:
+            manifest.shards[name] = {**info.to_json(), "rows_in": info.rows, "rows_rejected": 0,
+                                     "reject_reasons": {}, "rejected": None, "inputs": [],
+                                     "config_hash": signature_hash, "resume_key": f"{INDEX_STAGE}/{label}",
+                                     "started_at": time.time(), "seconds": 0.0}
+    with locked_manifest(index_dir, new) as manifest:
+        for stale in [n for n in manifest.shards
+                      if n.startswith(label + LABEL_SEPARATOR) and n not in names]:
+            manifest.shards.pop(stale)
+            (index_dir / stale).unlink(missing_ok=True)
+    return added
