@@ -26,7 +26,8 @@ from schemas.validate import SchemaMismatch, conform, validate_table
 from schemas.verify import VerifyReport, find_stage_dirs, verify_stage
 
 __all__ = [
-    "DOCUMENTS", "DUP_CLUSTERS", "KINDS", "MINHASH_SIGNATURES", "PREFERENCE", "PREFERENCE_TOKENS", "PRETRAIN_TOKENS", "REJECTED",
+    "DOCUMENTS", "DUP_CLUSTERS", "KINDS", "MINHASH_SIGNATURES", "PREFERENCE",
+    "PREFERENCE_TOKENS", "PRETRAIN_TOKENS", "REJECTED",
     "SFT", "SFT_TOKENS", "Column", "FileInfo", "Manifest", "RecordKind", "SchemaMismatch",
     "VerifyReport", "conform", "find_stage_dirs", "get_kind", "open_dataset", "read_manifest",
     "read_shard", "sha256_file", "shard_paths", "validate_table", "verify_stage", "without_timings",

@@ -45,29 +45,20 @@ LABEL_SEPARATOR = "__"
 
 @dataclass(frozen=True)
 class DedupLayout:
-    """Where each phase writes, under one output folder."""
+    """Where each phase writes: one output folder for the CLI, data-root stage folders for
+    Dagster."""
 
-    root: Path
+    signatures: Path
+    buckets: Path
+    clusters: Path
+    documents: Path
+    ingested: Path | None = None
 
-    @property
-    def ingested(self) -> Path:
-        return self.root / "ingested"
-
-    @property
-    def signatures(self) -> Path:
-        return self.root / "signatures"
-
-    @property
-    def buckets(self) -> Path:
-        return self.root / "buckets"
-
-    @property
-    def clusters(self) -> Path:
-        return self.root / "clusters"
-
-    @property
-    def documents(self) -> Path:
-        return self.root / "documents"
+    @classmethod
+    def under(cls, root: Path) -> DedupLayout:
+        root = Path(root)
+        return cls(root / "signatures", root / "buckets", root / "clusters", root / "documents",
+                   root / "ingested")
 
 
 @dataclass
@@ -101,8 +92,9 @@ class DedupReport:
                          f"{' (unchanged, reused)' if self.buckets_skipped else ''}")
         if self.clusters is not None:
             c = self.clusters
+            reused = " (unchanged, reused)" if self.clusters_skipped else ""
             lines.append(f"  clusters:   {c.clusters:,} clusters among {c.documents:,} documents "
-                         f"({c.new_documents:,} new){' (unchanged, reused)' if self.clusters_skipped else ''}")
+                         f"({c.new_documents:,} new){reused}")
             for reason, n in sorted(c.removed.items()):
                 lines.append(f"              {n:>10,}  {reason}")
             if c.candidate_pairs:
@@ -135,6 +127,8 @@ def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
         return plan_shards(input_path)
     from curate.ingest import INGEST, IngestConfig, plan_ingest
 
+    if layout.ingested is None:
+        raise ValueError(f"{input_path} is not a documents stage folder")
     report = run_stage(INGEST, plan_ingest(input_path), layout.ingested, IngestConfig(),
                        workers=workers, progress=progress)
     if not report.ok:
@@ -176,25 +170,19 @@ def _clear(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int = 1,
-              index_dir: Path | None = None, index_label: str | None = None,
-              progress: bool = False, force: bool = False) -> DedupReport:
-    """Deduplicate a documents dataset (or raw files) into ``output_dir``/documents."""
-    layout = DedupLayout(Path(output_dir))
-    report = DedupReport()
-    label = index_label or layout.root.resolve().name
-    t = time.perf_counter()
-    units = plan_documents(input_path, layout, workers, progress)
-    if not units:
-        raise ValueError(f"no documents shards found under {input_path}")
-    report.signatures = run_stage(SIGNATURES, units, layout.signatures, cfg.signature_config(),
-                                  workers=workers, progress=progress, force=force)
-    report.phase_seconds["signatures"] = time.perf_counter() - t
-    if not report.signatures.ok:
-        return report
+def run_signatures(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
+                   workers: int = 1, progress: bool = False, force: bool = False) -> RunReport:
+    """Phase 1 over all units (unchanged shards are skipped)."""
+    return run_stage(SIGNATURES, units, layout.signatures, cfg.signature_config(),
+                     workers=workers, progress=progress, force=force)
+
+
+def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
+               report: DedupReport, index_dir: Path | None = None, label: str = "",
+               force: bool = False) -> DedupReport:
+    """Phases 2 and 3 over the signatures of ``units``; each skipped when its record matches."""
     space = doc_space(units, layout.signatures, index_dir, label,
                       cfg.signature_config().config_hash())
-
     t = time.perf_counter()
     partitions = plan_partitions(space.n_docs, cfg)
     bkey = bucket_key(space, cfg, partitions)
@@ -217,12 +205,34 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
                                          layout.clusters, texts, ckey)
         write_done(layout.clusters, {"key": ckey, "report": report.clusters.to_json()})
     report.phase_seconds["clusters"] = time.perf_counter() - t
+    return report
 
+
+def removal_unit(unit: WorkUnit, layout: DedupLayout) -> WorkUnit:
+    """Phase 4's unit: the documents shard and its clusters shard."""
+    return WorkUnit(unit.name, (unit.inputs[0], layout.clusters / unit.name), unit.base)
+
+
+def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int = 1,
+              index_dir: Path | None = None, index_label: str | None = None,
+              progress: bool = False, force: bool = False) -> DedupReport:
+    """Deduplicate a documents dataset (or raw files) into ``output_dir``/documents."""
+    layout = DedupLayout.under(output_dir)
+    report = DedupReport()
+    label = index_label or Path(output_dir).resolve().name
     t = time.perf_counter()
-    removal_units = [WorkUnit(u.name, (u.inputs[0], layout.clusters / u.name), u.base)
-                     for u in units]
-    report.removal = run_stage(REMOVE, removal_units, layout.documents, cfg, workers=workers,
-                               progress=progress, force=force)
+    units = plan_documents(input_path, layout, workers, progress)
+    if not units:
+        raise ValueError(f"no documents shards found under {input_path}")
+    report.signatures = run_signatures(units, layout, cfg, workers, progress, force)
+    report.phase_seconds["signatures"] = time.perf_counter() - t
+    if not report.signatures.ok:
+        return report
+    run_global(units, layout, cfg, report, index_dir, label, force)
+    t = time.perf_counter()
+    report.removal = run_stage(REMOVE, [removal_unit(u, layout) for u in units],
+                               layout.documents, cfg, workers=workers, progress=progress,
+                               force=force)
     report.phase_seconds["removal"] = time.perf_counter() - t
     if index_dir is not None and report.ok:
         report.index_added = update_index(index_dir, label, units, layout,
@@ -250,7 +260,8 @@ def update_index(index_dir: Path, label: str, units: list[WorkUnit], layout: Ded
         with locked_manifest(index_dir, new) as manifest:
             manifest.shards[name] = {**info.to_json(), "rows_in": info.rows, "rows_rejected": 0,
                                      "reject_reasons": {}, "rejected": None, "inputs": [],
-                                     "config_hash": signature_hash, "resume_key": f"{INDEX_STAGE}/{label}",
+                                     "config_hash": signature_hash,
+                                     "resume_key": f"{INDEX_STAGE}/{label}",
                                      "started_at": time.time(), "seconds": 0.0}
     with locked_manifest(index_dir, new) as manifest:
         for stale in [n for n in manifest.shards
