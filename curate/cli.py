@@ -175,6 +175,41 @@ def langid(input_path: Path, output: Path, workers: int, recipe: Path | None,
                       recipe, overrides, force, quiet)
 
 
+@main.command()
+@stage_options
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Dedup index of earlier runs: their kept documents win, and this run's kept "
+                   "signatures are added to it.")
+@click.option("--index-label", help="Name of this run in the index (default: the --output "
+                                    "folder's name); re-running with a label replaces it.")
+def dedup(input_path: Path, output: Path, workers: int, recipe: Path | None,
+          overrides: tuple[str, ...], force: bool, quiet: bool, index_dir: Path | None,
+          index_label: str | None) -> None:
+    """Remove exact, URL and MinHash-LSH near duplicates (INPUT: a documents stage, or raw
+    JSONL/CSV/Parquet files with id and text, which are ingested first).
+
+    Writes OUTPUT/signatures, buckets, clusters and documents (kept, with dup_cluster and
+    dup_cluster_size; removed rows in documents/rejected with duplicate_of). A re-run skips
+    every phase whose inputs and settings are unchanged.
+
+    Config keys: exact, url, minhash, ngram, bands, rows, seed, scheme, hash_function,
+    lowercase, remove_punctuation, normalize_digits, strip_accents, jaccard_check,
+    jaccard_threshold, keep (first|longest|score), score_column, memory_budget_mb, partitions.
+    """
+    from curate.dedup.config import DedupConfig
+    from curate.dedup.pipeline import run_dedup
+
+    try:
+        cfg = load_config(DedupConfig, recipe, overrides, section="dedup")
+        report = run_dedup(input_path, output, cfg, workers=workers, index_dir=index_dir,
+                           index_label=index_label, progress=not quiet, force=force)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
 @main.group("eval")
 def eval_group() -> None:
     """Evaluate stages against gold data."""

@@ -10,10 +10,16 @@ import time
 import dagster as dg
 
 from dagster_project.home import ensure_dagster_home
+from dagster_project.resources import DataRoot
 
 
 def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]:
     """Global assets first, then one run per partition of the partitioned ones."""
+    from dagster_project.assets.dedup import (
+        dedup_clusters,
+        dedup_signatures,
+        deduplicated_documents,
+    )
     from dagster_project.assets.demo import demo_site
     from dagster_project.assets.ingest import landing_files, raw_documents, raw_files
     from dagster_project.assets.web import (
@@ -25,7 +31,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     from dagster_project.definitions import defs
 
     assets = [demo_site, raw_documents, crawled_warcs, extracted_documents,
-              language_tagged_documents]
+              language_tagged_documents, dedup_signatures, dedup_clusters,
+              deduplicated_documents]
     resources = {"data": defs.resources["data"]}
     tags = {"launched_by": "make demo"}
 
@@ -39,8 +46,12 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     known = set(instance.get_dynamic_partitions(raw_files.name))
     instance.add_dynamic_partitions(raw_files.name, [k for k in keys if k not in known])
     results += [run([raw_documents], key) for key in keys]
-    for key in warc_keys(resources["data"]):  # partitions whose WARC file is on disk
-        results.append(run([extracted_documents, language_tagged_documents], key))
+    warcs = warc_keys(resources["data"])  # partitions whose WARC file is on disk
+    for key in warcs:
+        results.append(run([extracted_documents, language_tagged_documents, dedup_signatures],
+                           key))
+    results.append(run([dedup_clusters]))  # global: every partition's signatures at once
+    results += [run([deduplicated_documents], key) for key in warcs]
     return results
 
 
@@ -59,7 +70,29 @@ def summarize() -> str:
         lines.append(f"  {stage_dir.relative_to(data.path)}/  {manifest.kind}: {t['shards']} "
                      f"shards, rows in {t['rows_in']}, kept {t['rows_kept']}, rejected "
                      f"{t['rows_rejected']}; verify {'OK' if report.ok else report.findings}")
+    lines += dedup_totals(data)
     return "\n".join(lines)
+
+
+def dedup_totals(data: DataRoot) -> list[str]:
+    """The dedup result in two lines: clusters found and what removal took out."""
+    from curate.dedup.buckets import read_done
+    from dagster_project.assets.dedup import dedup_layout
+    from schemas import read_manifest
+
+    layout = dedup_layout(data)
+    done = read_done(layout.clusters)
+    manifest = read_manifest(layout.documents)
+    if done is None or manifest is None:
+        return ["  dedup: not run"]
+    c = done["report"]
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(c["removed"].items())) or "none"
+    t = manifest.totals()
+    rate = t["rows_rejected"] / t["rows_in"] if t["rows_in"] else 0.0
+    return [f"  dedup: {c['clusters']} clusters among {c['documents']} documents; removed "
+            f"{reasons}",
+            f"  dedup: documents in {t['rows_in']}, kept {t['rows_kept']}, removed "
+            f"{t['rows_rejected']} ({rate:.1%})"]
 
 
 def main() -> None:

@@ -82,6 +82,8 @@ def plan_partitions(n_docs: int, cfg: DedupConfig) -> int:
     memory ~= CLUSTER_BYTES_PER_DOC * N + BYTES_PER_KEY * N * keys_per_doc / partitions
     (for 14 bands + exact + URL: 48 B/doc + 768 B/doc/partitions).
     """
+    if cfg.partitions:
+        return cfg.partitions
     budget = cfg.memory_budget_mb * 2**20
     fixed = CLUSTER_BYTES_PER_DOC * n_docs
     room = budget - fixed - 32 * 2**20  # interpreter, Arrow buffers, one shard of keys

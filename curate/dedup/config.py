@@ -68,6 +68,8 @@ class DedupConfig(SignatureConfig):
     text, or the highest ``score_column`` (ties: first)."""
     memory_budget_mb: int = Field(2048, ge=64)
     """RAM the global phases may use; sets the number of on-disk bucket partitions."""
+    partitions: int = Field(0, ge=0)
+    """Bucket partitions; 0 derives them from ``memory_budget_mb``."""
 
     @model_validator(mode="after")
     def _check(self) -> DedupConfig:

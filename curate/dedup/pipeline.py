@@ -65,6 +65,7 @@ class DedupLayout:
 class DedupReport:
     """Every phase's outcome, for the CLI summary and Dagster metadata."""
 
+    ingest: RunReport | None = None
     signatures: RunReport | None = None
     buckets: dict = field(default_factory=dict)
     buckets_skipped: bool = False
@@ -80,6 +81,10 @@ class DedupReport:
 
     def summary(self) -> str:
         lines = ["dedup phases:"]
+        if self.ingest is not None:
+            i = self.ingest
+            lines.append(f"  ingested:   {i.rows_in:,} raw rows, {i.rows_kept:,} documents, "
+                         f"{i.rows_rejected:,} rejected (see {i.output_dir}/rejected)")
         for phase, secs in self.phase_seconds.items():
             lines.append(f"  {phase:<11} {secs:8.2f} s")
         if self.signatures is not None:
@@ -117,7 +122,8 @@ class DedupReport:
 
 
 def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
-                   progress: bool = False) -> list[WorkUnit]:
+                   progress: bool = False, report: DedupReport | None = None,
+                   ) -> list[WorkUnit]:
     """Units over a documents stage folder; raw files (JSONL with id/text, ...) are ingested
     into ``<output>/ingested`` first, so broken rows are recorded there, not lost."""
     input_path = Path(input_path)
@@ -129,10 +135,12 @@ def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
 
     if layout.ingested is None:
         raise ValueError(f"{input_path} is not a documents stage folder")
-    report = run_stage(INGEST, plan_ingest(input_path), layout.ingested, IngestConfig(),
+    ingested = run_stage(INGEST, plan_ingest(input_path), layout.ingested, IngestConfig(),
                        workers=workers, progress=progress)
-    if not report.ok:
-        raise ValueError(f"ingesting {input_path} failed: {report.failures}")
+    if not ingested.ok:
+        raise ValueError(f"ingesting {input_path} failed: {ingested.failures}")
+    if report is not None:
+        report.ingest = ingested
     return plan_shards(layout.ingested)
 
 
@@ -221,7 +229,7 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
     report = DedupReport()
     label = index_label or Path(output_dir).resolve().name
     t = time.perf_counter()
-    units = plan_documents(input_path, layout, workers, progress)
+    units = plan_documents(input_path, layout, workers, progress, report)
     if not units:
         raise ValueError(f"no documents shards found under {input_path}")
     report.signatures = run_signatures(units, layout, cfg, workers, progress, force)
