@@ -163,14 +163,14 @@ def shard_table(shard: int, sizes: list[int], seed: int, min_chars: int, max_cha
                 dup_fraction: float) -> tuple[pa.Table, int]:
     """(documents table, planted duplicates) of shard ``shard``; deterministic for a seed."""
     rows = sizes[shard]
-    n_dup = int(round(rows * dup_fraction))
+    n_dup = round(rows * dup_fraction)
     n_orig = rows - n_dup
     tokens, offsets = _originals(seed, shard, n_orig, min_chars, max_chars)
     starts, lengths = offsets[:-1], np.diff(offsets)
     pool_starts, pool_lengths, pool = starts, lengths, tokens
     if len(sizes) > 1:  # the previous shard's first block: clusters that cross shards
         prev = (shard - 1) % len(sizes)
-        prev_orig = sizes[prev] - int(round(sizes[prev] * dup_fraction))
+        prev_orig = sizes[prev] - round(sizes[prev] * dup_fraction)
         ptok, poff = _originals(seed, prev, prev_orig, min_chars, max_chars, blocks=1)
         pool = np.concatenate([tokens, ptok])
         pool_starts = np.concatenate([starts, poff[:-1] + len(tokens)])
@@ -244,8 +244,8 @@ def write_corpus(folder: Path, n_docs: int, rows_per_shard: int = 50_000, seed: 
                   sum(r[3] for r in results), time.perf_counter() - t0)
 
 
-def _tree_rss_kb(root: int) -> int:
-    """Summed VmRSS of ``root`` and all its descendants, from /proc."""
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from the parent ids in /proc/<pid>/stat."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -256,35 +256,50 @@ def _tree_rss_kb(root: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    pids, todo = [], [root]
     while todo:
         pid = todo.pop()
+        pids.append(pid)
         todo.extend(children.get(pid, ()))
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
+    return pids
+
+
+def _field_kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def tree_memory_kb(root: int) -> tuple[int, int]:
+    """(summed VmRSS, summed Pss) of the process tree under ``root``. RSS counts pages shared
+    by forked workers once per process; Pss splits them, so it is what the tree really uses."""
+    pids = _tree(root)
+    return (sum(_field_kb(f"/proc/{p}/status", "VmRSS:") for p in pids),
+            sum(_field_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
 
 
 class PeakRss(threading.Thread):
-    """Samples the process tree's resident memory every ``interval`` seconds; keeps the max."""
+    """Samples the process tree's memory every ``interval`` seconds; keeps the maxima."""
 
     def __init__(self, interval: float = 0.2):
         super().__init__(daemon=True)
         self.interval = interval
         self.peak_kb = 0
+        self.peak_pss_kb = 0
         self.samples = 0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         pid = os.getpid()
         while True:
-            self.peak_kb = max(self.peak_kb, _tree_rss_kb(pid))
+            rss, pss = tree_memory_kb(pid)
+            self.peak_kb = max(self.peak_kb, rss)
+            self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.samples += 1
             if self._stop_event.wait(self.interval):
                 return
@@ -350,7 +365,9 @@ def main() -> None:
             f"| throughput | {corpus.docs / total:,.0f} docs/s |",
             f"| text | {corpus.text_bytes / 1e6:,.0f} MB in {corpus.shards} shards |",
             f"| removed / planted duplicates | {removed:,} / {corpus.planted_duplicates:,} |",
-            f"| peak RSS, process tree (sampled every 0.2 s) | {_mb(rss.peak_kb)} |",
+            f"| peak RSS, process tree (sum of VmRSS, sampled every 0.2 s) | "
+            f"{_mb(rss.peak_kb)} |",
+            f"| peak PSS, process tree (shared pages split) | {_mb(rss.peak_pss_kb)} |",
             f"| max RSS, this process / largest child (getrusage) | {_mb(self_max)} / "
             f"{_mb(child_max)} |",
             f"| memory budget, workers | {args.budget_mb:,} MB, {args.workers} |",

@@ -7,14 +7,15 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from bench import bench_crawl, bench_extract, bench_ingest, bench_quality
+from bench import bench_crawl, bench_dedup, bench_extract, bench_ingest, bench_quality, dedup_pairs
 from bench.harness import TABLE_HEADER, Comparison, machine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
-              "crawl": bench_crawl.run}
+              "crawl": bench_crawl.run, "dedup": bench_dedup.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
+DEDUP_QUALITY = ("<!-- dedup-quality:start -->", "<!-- dedup-quality:end -->")
 
 
 def render(results: list[Comparison]) -> str:
@@ -41,7 +42,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--no-quality", action="store_true",
-                        help="Skip the extraction-quality evaluation (about a minute).")
+                        help="Skip the extraction- and dedup-quality evaluations (about a "
+                        "minute each).")
     args = parser.parse_args()
     results: list[Comparison] = []
     for name in args.only or sorted(BENCHMARKS):
@@ -52,10 +54,16 @@ def main() -> None:
     quality = None if args.no_quality or args.only else bench_quality.run()
     if quality:
         print(quality)
+    dedup_quality = (None if args.no_quality or (args.only and "dedup" not in args.only)
+                     else dedup_pairs.evaluate(dedup_pairs.make_pairs(2000)))
+    if dedup_quality:
+        print(dedup_quality)
     if args.update_readme:
         update_readme(table)
         if quality:
             update_readme(quality, QUALITY)
+        if dedup_quality:
+            update_readme(dedup_quality, DEDUP_QUALITY)
         print(f"updated {README}")
 
 

@@ -40,16 +40,32 @@ def _png(fig: Figure) -> bytes:
 
 def histogram_png(values: Sequence[float] | np.ndarray | Mapping[float, int], *,
                   bins: int | Sequence[float] = 30, title: str = "", xlabel: str = "",
-                  ylabel: str = "count", log_y: bool = False,
+                  ylabel: str = "count", log_y: bool = False, log_x: bool = False,
                   size: tuple[float, float] = SIZE) -> bytes:
     """A histogram as PNG bytes.
 
     ``values``: raw values (binned into ``bins``), or a mapping ``{value: count}`` of counts
     already made (one bar per value, as for cluster sizes; integer values get integer ticks).
+    ``log_x`` (positive values only) bins into ``bins`` log-spaced bins instead, for
+    heavy-tailed data such as cluster sizes on a large crawl.
     """
     fig = _figure(size)
     ax = fig.add_subplot()
-    if isinstance(values, Mapping):
+    if log_x:
+        if isinstance(values, Mapping):
+            data = np.asarray([float(k) for k in values], dtype=float)
+            weights = np.asarray([float(v) for v in values.values()], dtype=float)
+        else:
+            data = np.asarray(values, dtype=float)
+            weights = np.ones_like(data)
+        keep = np.isfinite(data) & (data > 0)
+        data, weights = data[keep], weights[keep]
+        if data.size:
+            lo, hi = data.min(), max(data.max(), data.min() * 1.01)
+            edges = np.geomspace(lo, hi * 1.0001, (bins if isinstance(bins, int) else 30) + 1)
+            ax.hist(data, bins=edges, weights=weights, color="#4c72b0")
+            ax.set_xscale("log")
+    elif isinstance(values, Mapping):
         items = sorted(values.items())
         xs = [float(k) for k, _ in items]
         counts = [int(v) for _, v in items]

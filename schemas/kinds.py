@@ -163,7 +163,9 @@ MINHASH_SIGNATURES = RecordKind("minhash_signatures", "1.0", (
     _c("url_hash", pa.uint64(), doc="64-bit hash of the normalised URL; null without a URL"),
     _c("minhash", pa.list_(pa.uint32()), nullable=False,
        doc="MinHash signature (bands x rows values), equal to datasketch MinHash.hashvalues"),
-), doc="Per-document dedup keys of one documents shard, in the shard's row order.")
+), compress=False,
+   doc="Per-document dedup keys of one documents shard, in the shard's row order; "
+       "uncompressed, as hash values do not compress.")
 
 DUP_CLUSTERS = RecordKind("dup_clusters", "1.0", (
     _c("row", pa.int64(), nullable=False, doc="0-based row of the document in its shard"),

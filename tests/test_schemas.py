@@ -13,7 +13,8 @@ from schemas.validate import empty_table, validate_table
 
 from .conftest import PROJECT_ROOT
 
-EXPECTED_KINDS = {"documents", "rejected", "sft", "preference", "pretrain_tokens",
+EXPECTED_KINDS = {"minhash_signatures", "dup_clusters",
+                  "documents", "rejected", "sft", "preference", "pretrain_tokens",
                   "sft_tokens", "preference_tokens"}
 
 

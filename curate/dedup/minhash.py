@@ -11,11 +11,11 @@ Each shingle is hashed with xxh32 (seed 0), then permuted as datasketch does for
 - ``affine32`` (datasketch >= 2.0 default): murmur3 ``fmix32`` then ``a * h + b mod 2**32``;
 - ``legacy`` (datasketch < 2.0): ``(a * h + b mod 2**64) mod (2**61 - 1) & (2**32 - 1)``.
 
-The permutation parameters come from ``datasketch.MinHash`` itself for the same seed, so a
-signature here equals ``MinHash(num_perm, seed, hashfunc=xxhash.xxh32_intdigest,
-scheme=...)`` updated with the same shingles (tested). ``hash_function="sha1"`` hashes the
-shingles with datasketch's default ``sha1_hash32`` instead (in Python, slower) for users
-who need datasketch's defaults bit for bit.
+The permutation parameters are datasketch's for the same seed, so a signature here equals
+``MinHash(num_perm, seed, hashfunc=xxhash.xxh32_intdigest, scheme=...)`` updated with the
+same shingles (tested). ``hash_function="sha1"`` hashes the shingles with datasketch's
+default ``sha1_hash32`` instead (in Python, slower) for users who need datasketch's
+defaults bit for bit.
 """
 
 from __future__ import annotations
@@ -30,20 +30,33 @@ import pyarrow as pa
 Scheme = Literal["affine32", "legacy"]
 HashFunction = Literal["xxh32", "sha1"]
 MAX_HASH = np.uint32(0xFFFFFFFF)
-_MERSENNE = np.uint64((1 << 61) - 1)
 
 _P1, _P2, _P3, _P4, _P5 = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D),
                            np.uint32(0x27D4EB2F), np.uint32(0x165667B1))
 
 
+_MERSENNE_PRIME = (1 << 61) - 1
+
+
 @functools.cache
 def permutations(num_perm: int, seed: int, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's own (a, b) permutation parameters for this seed and scheme."""
-    from datasketch import MinHash
+    """datasketch's (a, b) permutation parameters for this seed and scheme.
 
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=scheme).permutations
-    dtype = np.uint32 if scheme == "affine32" else np.uint64
-    return np.ascontiguousarray(a, dtype=dtype), np.ascontiguousarray(b, dtype=dtype)
+    The same draws from ``np.random.RandomState(seed)`` that ``datasketch.MinHash`` makes
+    (tested equal to ``MinHash(...).permutations``); computed here so a worker does not
+    import datasketch and scipy just for two arrays.
+    """
+    gen = np.random.RandomState(seed)
+    if scheme == "legacy":
+        pairs = [(gen.randint(1, _MERSENNE_PRIME, dtype=np.uint64),
+                  gen.randint(0, _MERSENNE_PRIME, dtype=np.uint64)) for _ in range(num_perm)]
+        a, b = np.array(pairs, dtype=np.uint64).T
+        return np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if scheme != "affine32":
+        raise ValueError(f"unknown scheme {scheme!r}: affine32 or legacy")
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 @numba.njit(inline="always")

@@ -172,8 +172,12 @@ def dedup_clusters(context: dg.AssetExecutionContext, config: DedupRunConfig,
         context.log.info("signatures and settings unchanged: clusters reused")
     context.log.info(report.summary())
     removed = dict(sorted(clusters.removed.items()))
-    hist = histogram_png(clusters.size_histogram, title="duplicate clusters by size",
-                         xlabel="documents in the cluster", ylabel="clusters")
+    sizes = clusters.size_histogram
+    counts = list(sizes.values())
+    hist = histogram_png(sizes, title="duplicate clusters by size",
+                         xlabel="documents in the cluster", ylabel="clusters",
+                         log_x=max(sizes, default=0) > 30,
+                         log_y=bool(counts) and max(counts) > 50 * min(counts))
     return dg.MaterializeResult(
         metadata={
             "documents": clusters.documents,
