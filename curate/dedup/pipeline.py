@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from curate.config import StageConfig
 from curate.dedup.buckets import (
     DocSpace,
     SignatureShard,
     bucket_key,
+    partition_path,
     plan_partitions,
     read_done,
     write_buckets,
@@ -40,6 +42,9 @@ from schemas.manifest import MANIFEST_NAME, Manifest, locked_manifest
 from schemas.version import __version__
 
 INDEX_STAGE = "dedup_index"
+REMOVAL_CONFIG = StageConfig()
+"""Removal depends only on its two input shards (their hashes are in its resume key), so a
+setting that leaves the clusters unchanged never redoes it."""
 LABEL_SEPARATOR = "__"
 
 
@@ -195,7 +200,8 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
     partitions = plan_partitions(space.n_docs, cfg)
     bkey = bucket_key(space, cfg, partitions)
     done = read_done(layout.buckets)
-    if not force and done is not None and done["key"] == bkey:
+    present = all(partition_path(layout.buckets, p).is_file() for p in range(partitions))
+    if not force and done is not None and done["key"] == bkey and present:
         report.buckets, report.buckets_skipped = done, True
     else:
         report.buckets = write_buckets(space, cfg, layout.buckets, partitions)
@@ -204,7 +210,8 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
     t = time.perf_counter()
     ckey = cluster_key(bkey, cfg)
     done = read_done(layout.clusters)
-    if not force and done is not None and done["key"] == ckey:
+    present = all((layout.clusters / s.name).is_file() for s in space.shards if not s.prior)
+    if not force and done is not None and done["key"] == ckey and present:
         report.clusters, report.clusters_skipped = ClusterReport.from_json(done["report"]), True
     else:
         _clear(layout.clusters)
@@ -239,8 +246,8 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
     run_global(units, layout, cfg, report, index_dir, label, force)
     t = time.perf_counter()
     report.removal = run_stage(REMOVE, [removal_unit(u, layout) for u in units],
-                               layout.documents, cfg, workers=workers, progress=progress,
-                               force=force)
+                               layout.documents, REMOVAL_CONFIG, workers=workers,
+                               progress=progress, force=force)
     report.phase_seconds["removal"] = time.perf_counter() - t
     if index_dir is not None and report.ok:
         report.index_added = update_index(index_dir, label, units, layout,

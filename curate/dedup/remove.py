@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedup.config import DedupConfig
+from curate.config import StageConfig
 from curate.runner import Stage, StageOutput, WorkUnit
 from schemas import DOCUMENTS, read_shard
 
@@ -62,7 +62,7 @@ def apply_clusters(docs: pa.Table, clusters: pa.Table) -> StageOutput:
     return StageOutput(kept=kept, rejected=rejected, rows_in=n)
 
 
-def remove_unit(unit: WorkUnit, cfg: DedupConfig) -> StageOutput:
+def remove_unit(unit: WorkUnit, cfg: StageConfig) -> StageOutput:
     """Inputs: the documents shard, then its clusters shard."""
     docs_path, clusters_path = unit.inputs
     return apply_clusters(read_shard(docs_path), read_shard(clusters_path))

@@ -20,7 +20,14 @@ from curate.dedup.buckets import bucket_key, plan_partitions, read_done
 from curate.dedup.clusters import STAGE_NAME as CLUSTERS_STAGE
 from curate.dedup.clusters import cluster_key
 from curate.dedup.config import DedupConfig
-from curate.dedup.pipeline import DedupLayout, DedupReport, doc_space, removal_unit, run_global
+from curate.dedup.pipeline import (
+    REMOVAL_CONFIG,
+    DedupLayout,
+    DedupReport,
+    doc_space,
+    removal_unit,
+    run_global,
+)
 from curate.dedup.remove import REMOVE
 from curate.dedup.signatures import SIGNATURES
 from curate.ingest import shard_name_for
@@ -227,7 +234,8 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupRunCo
         raise dg.Failure("dedup_clusters is out of date: it was made with other settings or "
                          "from other signatures; materialize dedup_clusters with this config "
                          "first. " + SAME_CONFIG)
-    result = materialize_unit(context, REMOVE, removal_unit(unit, layout), layout.documents, cfg)
+    result = materialize_unit(context, REMOVE, removal_unit(unit, layout), layout.documents,
+                              REMOVAL_CONFIG)
     meta = result.metadata or {}
     rows_in = meta["rows_in"].value
     rate = meta["rows_rejected"].value / rows_in if rows_in else 0.0
