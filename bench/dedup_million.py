@@ -182,9 +182,9 @@ def shard_table(shard: int, sizes: list[int], seed: int, min_chars: int, max_cha
     dups = [_mutate(rng, pool[pool_starts[p]:pool_starts[p] + pool_lengths[p]], min_chars)
             for p in picks]
     all_tokens = np.concatenate([tokens, *dups]) if dups else tokens
-    all_starts = np.concatenate([starts, len(tokens) + np.cumsum([0] + [len(d) for d in dups])[:-1]
-                                 ]).astype(np.int64)
-    all_lengths = np.concatenate([lengths, [len(d) for d in dups]]).astype(np.int64)
+    dup_lengths = np.array([len(d) for d in dups], dtype=np.int64)
+    all_starts = np.concatenate([starts, len(tokens) + np.cumsum(dup_lengths) - dup_lengths])
+    all_lengths = np.concatenate([lengths, dup_lengths])
     order = rng.permutation(rows)
     flat, doc_offsets = _gather(all_tokens, all_starts[order], all_lengths[order])
     text = render(flat, doc_offsets)

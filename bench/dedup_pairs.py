@@ -180,7 +180,14 @@ def boilerplate(rng: random.Random, n_words: int, site: str | None = None) -> st
 
 
 def shingle_set(text: str) -> set[bytes]:
+    """The reference shingle set of one text (pure Python normalisation)."""
     return set(shingles(normalize_one(text), NGRAM))
+
+
+def shingle_lists(texts: list[str]) -> list[list[bytes]]:
+    """The shingles of many texts, normalised by the compiled kernel (the same result)."""
+    norm = normalize(pa.array(texts, pa.large_string()))
+    return [shingles(t, NGRAM) for t in norm.to_pylist()]
 
 
 def jaccard(a: set[bytes], b: set[bytes]) -> float:
@@ -295,8 +302,7 @@ def make_pairs(n_pairs: int, seed: int = 0) -> list[Pair]:
     # Exact Jaccard of the reference shingles. The texts are normalised by the compiled
     # ``normalize`` (equal to ``normalize_one``, tests check the labels against it; the pure
     # Python reference would take most of the run).
-    norm = normalize(pa.array([t for a, b, _ in raw for t in (a, b)], pa.large_string()))
-    sets = [set(shingles(t, NGRAM)) for t in norm.to_pylist()]
+    sets = [set(sh) for sh in shingle_lists([t for a, b, _ in raw for t in (a, b)])]
     return [Pair(a, b, kind, jaccard(sets[2 * i], sets[2 * i + 1]))
             for i, (a, b, kind) in enumerate(raw)]
 
@@ -332,12 +338,13 @@ def _lsh_datasketch(pairs: list[Pair], bands: int, rows: int, hashfunc: str) -> 
 
     kwargs = {"hashfunc": xxhash.xxh32_intdigest} if hashfunc == "xxh32" else {}
     out = np.zeros(len(pairs), dtype=bool)
-    for i, p in enumerate(pairs):
+    sh = shingle_lists([t for p in pairs for t in (p.a, p.b)])
+    for i in range(len(pairs)):
         lsh = MinHashLSH(num_perm=NUM_PERM, params=(bands, rows))
         mins = []
-        for text in (p.a, p.b):
+        for doc in sh[2 * i:2 * i + 2]:
             m = MinHash(num_perm=NUM_PERM, seed=1, **kwargs)
-            m.update_batch(shingles(normalize_one(text), NGRAM))
+            m.update_batch(doc)
             mins.append(m)
         lsh.insert("a", mins[0])
         out[i] = bool(lsh.query(mins[1]))

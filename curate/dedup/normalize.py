@@ -5,6 +5,8 @@ words, so the text is reduced before it is shingled (the FineWeb recipe does the
 lower case (pyarrow's Unicode ``utf8_lower``), punctuation and symbols (Unicode categories
 P* and S*) to spaces, every run of digits to one ``0``, optionally accents removed (NFKD, then
 combining marks dropped), and whitespace collapsed to single spaces with none at either end.
+In scripts written without spaces (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) every
+letter becomes a word of its own, so shingles there are character n-grams.
 The result is what ``minhash`` expects: words separated by exactly one space.
 
 The character classes come from ``unicodedata`` (one table over all code points, built once
@@ -22,7 +24,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-KEEP, SPACE, DIGIT, MARK, PUNCT, FORMAT = 0, 1, 2, 3, 4, 5
+KEEP, SPACE, DIGIT, MARK, PUNCT, FORMAT, SOLO, ATTACH = 0, 1, 2, 3, 4, 5, 6, 7
+SOLO_RANGES = (
+    (0x0E00, 0x0EFF),    # Thai, Lao
+    (0x1000, 0x109F),    # Myanmar
+    (0x1780, 0x17FF),    # Khmer
+    (0x2E80, 0x2FDF),    # CJK radicals
+    (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303B),
+    (0x3040, 0x30FF),    # Hiragana, Katakana
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),    # CJK extension A
+    (0x4E00, 0x9FFF),    # CJK unified ideographs
+    (0xF900, 0xFAFF),    # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),    # halfwidth Katakana
+    (0x20000, 0x2FA1F),  # CJK extensions B-F, compatibility supplement
+)
+"""Scripts written without spaces between words: each letter is its own word, so word
+n-gram shingles become character n-grams there (a 5-gram of Chinese is 5 characters)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,13 @@ def char_classes() -> np.ndarray:
             table[cp] = FORMAT
         elif cat[0] in "PS":
             table[cp] = PUNCT
+        elif cat in ("Mc", "Me"):
+            table[cp] = ATTACH
+    for lo, hi in SOLO_RANGES:
+        block = table[lo:min(hi, TABLE_END - 1) + 1]
+        letters = np.array([unicodedata.category(chr(c))[0] == "L"
+                            for c in range(lo, lo + len(block))])
+        block[letters] = SOLO
     return table
 
 
@@ -69,6 +94,8 @@ def _class_of(table, cp):
         return 5  # tag characters: format
     if 0xE0100 <= cp < 0xE01F0:
         return 3  # variation selectors supplement: nonspacing marks
+    if 0x30000 <= cp < 0x323B0:
+        return 6  # CJK extensions G and H: each ideograph a word
     return 0
 
 
@@ -104,6 +131,11 @@ def _normalize(data, offsets, table, punct, digits, marks, out, out_offsets):
                 in_digits = False
             elif cls == 5 or (cls == 3 and marks):
                 pass  # dropped: neither separates nor joins
+            elif cls == 3 or cls == 7:
+                # a kept combining mark stays on the character before it
+                for k in range(n):
+                    out[w + k] = data[i + k]
+                w += n
             elif cls == 2 and digits:
                 if not in_digits:
                     if pending_space:
@@ -114,10 +146,10 @@ def _normalize(data, offsets, table, punct, digits, marks, out, out_offsets):
                     w += 1
                     in_digits = True
             else:
-                if pending_space:
+                if pending_space or (cls == 6 and w > out_offsets[d]):
                     out[w] = 32
                     w += 1
-                    pending_space = False
+                pending_space = cls == 6
                 in_digits = False
                 for k in range(n):
                     out[w + k] = data[i + k]
@@ -138,7 +170,8 @@ def normalize(texts: pa.Array | pa.ChunkedArray, how: Normalization = Normalizat
     if how.strip_accents:
         arr = pc.utf8_normalize(arr, "NFKD")
     data, offsets = string_buffers(arr)
-    out = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
+    # a letter of a SOLO script (3+ UTF-8 bytes) may gain a space on each side: < 5/3 the input
+    out = np.empty(int(offsets[-1] - offsets[0]) * 5 // 3 + 4, dtype=np.uint8)
     out_offsets = np.empty(len(offsets), dtype=np.int64)
     _normalize(data, offsets, char_classes(), how.remove_punctuation, how.normalize_digits,
                how.strip_accents, out, out_offsets)
@@ -162,11 +195,13 @@ def normalize_one(text: str, how: Normalization = Normalization()) -> str:
             pending, in_digits = bool(out), False
         elif cls == FORMAT or (cls == MARK and how.strip_accents):
             continue
+        elif cls in (MARK, ATTACH):
+            out.append(ch)
         elif cls == DIGIT and how.normalize_digits:
             if not in_digits:
                 out.append(" 0" if pending else "0")
                 pending, in_digits = False, True
         else:
-            out.append(" " + ch if pending else ch)
-            pending, in_digits = False, False
+            out.append(" " + ch if pending or (cls == SOLO and out) else ch)
+            pending, in_digits = cls == SOLO, False
     return "".join(out)
