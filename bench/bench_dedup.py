@@ -135,6 +135,18 @@ def run(scale: float = 1.0, repeats: int = 3) -> list[Comparison]:
             comp = dataclasses.replace(comp, baseline_seconds=comp.baseline_seconds
                                        * n_docs / subset)
         results.append(comp)
+
+        def ours_two() -> None:
+            report = run_dedup(corpus.path, out, cfg, workers=2)
+            assert report.ok and report.removal.rows_in == n_docs
+
+        label2 = "curate dedup end to end, 2 workers (all cores of this machine)"
+        comp2 = compare("dedup", work, (label2, ours_two),
+                        (base, lambda: datasketch_5grams(corpus.path, subset)), repeats, clean)
+        if subset < n_docs:
+            comp2 = dataclasses.replace(comp2, baseline_seconds=comp2.baseline_seconds
+                                        * n_docs / subset)
+        results.append(comp2)
     return results
 
 

@@ -25,7 +25,7 @@ from curate.dedup.pipeline import (
     run_global,
     run_signatures,
 )
-from curate.dedup.urls import normalize_url
+from curate.dedup.urls import normalize_url, normalize_urls
 from curate.ingest import INGEST, IngestConfig, plan_ingest
 from curate.runner import Stage, StageOutput, WorkUnit, plan_shards, run_stage
 from schemas import DOCUMENTS, read_manifest, read_shard, verify_stage
@@ -176,6 +176,19 @@ def test_url_normalisation() -> None:
     assert normalize_url("http://example.org:8080/x") == "http://example.org:8080/x"
     assert normalize_url("http://example.org/x/") != normalize_url("http://example.org/x")
     assert normalize_url(" not a url ") == "not a url"
+
+
+URLS = ["http://Example.org", "https://EXAMPLE.org:443/a/B#x", "http://ex.org:8080/x/",
+        "http://ex.org:80", "https://a.b.:443/p", "HTTP://X.org/p", " http://x.org/a ",
+        "http://x.org/a?b=1&a=2&utm_medium=m", "ftp://x.org/", None, "", "   ", "not a url",
+        "http://user:pw@x.org/", "http://x.org/a b", "http://[::1]:80/x", "http://x.org/%7Ea",
+        "https://x.org/path;params", "http://x.org/#", "http://ünï.org/x", "http://x.org:99999/"]
+
+
+def test_vectorised_url_normalisation_agrees_with_the_reference() -> None:
+    got = normalize_urls(pa.array(URLS)).to_pylist()
+    assert got == [normalize_url(u) if u and u.strip() else None for u in URLS]
+    assert got[15] == "http://[::1]/x"
 
 
 def test_band_keys_separate_bands() -> None:
