@@ -67,6 +67,9 @@ class Stage:
     version: str
     output_kind: RecordKind
     process: Callable[[WorkUnit, Any], StageOutput]
+    preload: tuple[str, ...] = ()
+    """Modules the pool's fork server imports before forking workers (beside the stage's own
+    module): a module that warms compiled kernels there saves every worker the warm-up."""
 
 
 class StageFailed(RuntimeError):
@@ -305,7 +308,7 @@ def _run_pool(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfi
     and every unit still in it; those units are retried alone, so only the one that really
     kills its worker is recorded as failed."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([stage.process.__module__])
+    ctx.set_forkserver_preload([stage.process.__module__, *stage.preload])
     suspects: list[WorkUnit] = []
     groups: list[tuple[list[WorkUnit], int]] = [(todo, workers)]
     while groups:

@@ -84,4 +84,4 @@ def signatures_unit(unit: WorkUnit, cfg: SignatureConfig) -> StageOutput:
 
 
 SIGNATURES = Stage(name=STAGE_NAME, version="1", output_kind=MINHASH_SIGNATURES,
-                   process=signatures_unit)
+                   process=signatures_unit, preload=("curate.dedup.warm",))
