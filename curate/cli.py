@@ -210,6 +210,119 @@ def dedup(input_path: Path, output: Path, workers: int, recipe: Path | None,
         sys.exit(1)
 
 
+@main.group("tokenizer")
+def tokenizer_group() -> None:
+    """Train tokenizers on documents shards."""
+
+
+@tokenizer_group.command("train")
+@click.option("--input", "inputs", required=True, multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="A documents stage folder or .arrow shard; repeatable.")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tokenizer folder to write (AutoTokenizer.from_pretrained loads it).")
+@click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
+              help="YAML recipe (its tokenizer: section when present).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value; repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tokenizer_train(inputs: tuple[Path, ...], output: Path, recipe: Path | None,
+                    overrides: tuple[str, ...], quiet: bool) -> None:
+    """Train a byte-level BPE tokenizer (special tokens first, ChatML chat template).
+
+    Config keys: vocab_size, min_frequency, bos_token, eos_token, pad_token, im_start_token,
+    im_end_token, extra_special_tokens, max_docs, max_chars, chat_template, add_bos.
+    """
+    from curate.tokenizer import TokenizerConfig, train_tokenizer
+
+    try:
+        cfg = load_config(TokenizerConfig, recipe, overrides, section="tokenizer")
+        info = train_tokenizer(list(inputs), output, cfg, progress=not quiet)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(info.summary())
+
+
+@main.command()
+@stage_options
+def tokenize(input_path: Path, output: Path, workers: int, recipe: Path | None,
+             overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Tokenize a documents stage into packed pretrain_tokens rows (with document boundaries)
+    plus token_index/ (document -> row, offset, length) and _tokenizer.json.
+
+    Config keys: tokenizer (folder, required), seq_len, add_bos, max_doc_tokens, batch_size.
+    """
+    from curate.tokenize import TokenizeConfig, run_tokenize, token_stats
+
+    try:
+        cfg = load_config(TokenizeConfig, recipe, overrides, section="tokenize")
+        report = run_tokenize(input_path, output, cfg, workers=workers, progress=not quiet,
+                              force=force)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_summary(report))
+    if not report.ok:
+        sys.exit(1)
+    stats = token_stats(output)
+    click.echo(f"  tokens   {stats['tokens']:,} in {stats['rows']:,} rows of {cfg.seq_len} "
+               f"({stats['truncated']:,} documents truncated)")
+    for source, n in sorted(stats["tokens_per_source"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"             {n:>12,}  {source or '(no source)'}")
+
+
+@main.command()
+@click.option("--config", "recipe", required=True, type=click.Path(exists=True, path_type=Path),
+              help="YAML mixture recipe: sources (name, path, weight, max_repeats), seed, "
+                   "total_rows, window, full_rows_only (its mix: section when present).")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write mix.arrow and _mix.json into.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value; repeatable.")
+def mix(recipe: Path, output: Path, overrides: tuple[str, ...]) -> None:
+    """Mix token stages by weight into one reproducible, resumable training stream.
+
+    Ratios hold in every window of rows; a source's rows are used at most max_repeats
+    times (a binding cap shrinks the stream and the summary says so). Read the result with
+    curate.mix.MixedStream.
+    """
+    from curate.mix import MixConfig, build_mix
+
+    try:
+        cfg = load_config(MixConfig, recipe, overrides, section="mix")
+        plan = build_mix(cfg)
+        plan.write(output)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(plan.summary())
+    click.echo(f"  wrote {output / 'mix.arrow'} and {output / '_mix.json'}")
+
+
+@main.command("export")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="A pretrain_tokens stage folder (the output of curate tokenize).")
+@click.option("--format", "fmt", required=True, type=click.Choice(["hf", "megatron", "bin"]),
+              help="hf: datasets.load_from_disk folder; megatron: PREFIX.bin + PREFIX.idx, one "
+                   "sequence per document; bin: flat token stream PREFIX.bin + PREFIX.json.")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="Folder (hf) or file prefix (megatron, bin; a .bin suffix is dropped).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Read the export back and compare it with the stage.")
+def export(input_path: Path, fmt: str, output: Path, verify: bool) -> None:
+    """Export a token stage for Hugging Face datasets, Megatron-LM or nanoGPT-style training."""
+    from curate.export_tokens import export_tokens, verify_export
+
+    try:
+        result = export_tokens(input_path, fmt, output)
+        click.echo(result.summary())
+        check = verify_export(input_path, fmt, output) if verify else None
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if check is not None:
+        click.echo(check.summary())
+        if not check.ok:
+            sys.exit(1)
+
+
 @main.group("eval")
 def eval_group() -> None:
     """Evaluate stages against gold data."""

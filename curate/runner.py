@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from curate.config import StageConfig
 from schemas import REJECTED, RecordKind, write_shard
-from schemas.manifest import Manifest, locked_manifest, read_manifest
+from schemas.manifest import Manifest, kept_rows, locked_manifest, read_manifest
 from schemas.shards import remove_stale_temp_files, sha256_file
 from schemas.verify import REJECTED_DIR
 from schemas.version import __version__
@@ -49,11 +49,20 @@ class WorkUnit:
 
 @dataclass
 class StageOutput:
-    """What a stage returns for one unit: kept rows, rejected rows, and how many came in."""
+    """What a stage returns for one unit: kept rows, rejected rows, and how many came in.
+
+    ``extras`` are companion shards (name -> (table, kind)), written atomically beside the
+    output as ``<stage>/<name>/<shard name>`` before the manifest records the unit, so they
+    appear and disappear together with it (a token shard's per-document index, say).
+    """
 
     kept: pa.Table
     rejected: pa.Table
     rows_in: int
+    extras: dict[str, tuple[pa.Table, RecordKind]] = field(default_factory=dict)
+    kept_rows: int | None = None
+    """Input rows the kept output represents, when its rows are not input rows (packed token
+    rows); conservation is then ``rows_in == kept_rows + rejected``."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class RunReport:
         else:
             self.done += 1
         self.rows_in += entry["rows_in"]
-        self.rows_kept += entry["rows"]
+        self.rows_kept += kept_rows(entry)
         self.rows_rejected += entry["rows_rejected"]
         self.input_bytes += sum(i["bytes"] for i in entry["inputs"])
         self.reasons.update(entry["reject_reasons"])
@@ -159,7 +168,8 @@ def is_current(stage_dir: Path, entry: dict[str, Any] | None, unit: WorkUnit,
             return False
         if _fingerprint(path, stage_dir, known)["sha256"] != known[ref]["sha256"]:
             return False
-    files = [entry] + ([entry["rejected"]] if entry.get("rejected") else [])
+    files = ([entry] + ([entry["rejected"]] if entry.get("rejected") else [])
+             + list(entry.get("extras", {}).values()))
     return all((stage_dir / f["name"]).is_file()
                and (stage_dir / f["name"]).stat().st_size == f["bytes"] for f in files)
 
@@ -180,8 +190,9 @@ def process_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
         inputs = [_fingerprint(p, out_dir, known_inputs) for p in unit.inputs]
         out = stage.process(unit, cfg)
         kept, rejected = out.kept, out.rejected
-        if out.rows_in != kept.num_rows + rejected.num_rows:
-            raise StageFailed(f"rows not conserved: in {out.rows_in} != kept {kept.num_rows} "
+        n_kept = kept.num_rows if out.kept_rows is None else out.kept_rows
+        if out.rows_in != n_kept + rejected.num_rows:
+            raise StageFailed(f"rows not conserved: in {out.rows_in} != kept {n_kept} "
                               f"+ rejected {rejected.num_rows}")
         info = write_shard(kept, out_dir / unit.name, stage.output_kind)
         rejected_info = None
@@ -189,15 +200,22 @@ def process_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
             rel = f"{REJECTED_DIR}/{unit.name}"
             written = write_shard(rejected, out_dir / rel, REJECTED)
             rejected_info = {**written.to_json(), "name": rel}
+        extras = {}
+        for extra, (table, kind) in sorted(out.extras.items()):
+            rel = f"{extra}/{unit.name}"
+            written = write_shard(table, out_dir / rel, kind)
+            extras[extra] = {**written.to_json(), "name": rel, "kind": kind.name}
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
         return UnitResult(unit.name, error=f"{type(exc).__name__}: {exc}", traceback=tb)
     entry = {
         **info.to_json(),
         "rows_in": out.rows_in,
+        **({"rows_kept": n_kept} if out.kept_rows is not None else {}),
         "rows_rejected": rejected.num_rows,
         "reject_reasons": _reason_counts(rejected),
         "rejected": rejected_info,
+        **({"extras": extras} if extras else {}),
         "inputs": inputs,
         "config_hash": cfg.config_hash(),
         "resume_key": _resume_key(stage, cfg),
@@ -263,7 +281,7 @@ def run_stage(stage: Stage, units: Iterable[WorkUnit], out_dir: Path, cfg: Stage
     units = list(units)
     _check_names(units)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (out_dir, out_dir / REJECTED_DIR):
+    for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
         remove_stale_temp_files(folder)
     report = RunReport(stage=stage.name, output_dir=out_dir, units=len(units))
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from schemas import REJECTED, RecordKind, read_shard
+from schemas.manifest import kept_rows
 from schemas.validate import table_problems
 
 
@@ -21,7 +22,7 @@ def shard_metadata(out_dir: Path, entry: dict[str, Any], skipped: bool) -> dict[
                f"{' (unchanged, not recomputed)' if skipped else ''}\n\n{table}")
     return {
         "rows_in": dg.MetadataValue.int(entry["rows_in"]),
-        "rows_kept": dg.MetadataValue.int(entry["rows"]),
+        "rows_kept": dg.MetadataValue.int(kept_rows(entry)),
         "rows_rejected": dg.MetadataValue.int(entry["rows_rejected"]),
         "bytes": dg.MetadataValue.int(entry["bytes"]),
         "sha256": dg.MetadataValue.text(entry["sha256"]),
@@ -43,7 +44,7 @@ def check_results(out_dir: Path, entry: dict[str, Any], kind: RecordKind, schema
         problems += [f"{rejected['name']}: {p}"
                      for p in table_problems(read_shard(out_dir / rejected["name"]), REJECTED)]
     n_rejected = rejected["rows"] if rejected else 0
-    conserved = entry["rows_in"] == entry["rows"] + n_rejected
+    conserved = entry["rows_in"] == kept_rows(entry) + n_rejected
     return [
         dg.AssetCheckResult(
             check_name=schema_check, passed=not problems,
@@ -51,6 +52,6 @@ def check_results(out_dir: Path, entry: dict[str, Any], kind: RecordKind, schema
                       "problems": dg.MetadataValue.json(problems)}),
         dg.AssetCheckResult(
             check_name=conservation_check, passed=conserved,
-            metadata={"rows_in": entry["rows_in"], "rows_kept": entry["rows"],
+            metadata={"rows_in": entry["rows_in"], "rows_kept": kept_rows(entry),
                       "rows_rejected": n_rejected}),
     ]

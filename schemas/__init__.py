@@ -16,6 +16,7 @@ from schemas.kinds import (
     REJECTED,
     SFT,
     SFT_TOKENS,
+    TOKEN_INDEX,
     Column,
     RecordKind,
     get_kind,
@@ -28,7 +29,8 @@ from schemas.verify import VerifyReport, find_stage_dirs, verify_stage
 __all__ = [
     "DOCUMENTS", "DUP_CLUSTERS", "KINDS", "MINHASH_SIGNATURES", "PREFERENCE",
     "PREFERENCE_TOKENS", "PRETRAIN_TOKENS", "REJECTED",
-    "SFT", "SFT_TOKENS", "Column", "FileInfo", "Manifest", "RecordKind", "SchemaMismatch",
+    "SFT", "SFT_TOKENS", "TOKEN_INDEX", "Column", "FileInfo", "Manifest", "RecordKind",
+    "SchemaMismatch",
     "VerifyReport", "conform", "find_stage_dirs", "get_kind", "open_dataset", "read_manifest",
     "read_shard", "sha256_file", "shard_paths", "validate_table", "verify_stage", "without_timings",
     "write_shard",

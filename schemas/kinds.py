@@ -138,6 +138,19 @@ PRETRAIN_TOKENS = RecordKind("pretrain_tokens", "1.0", (
        doc="document id of each segment, aligned with segment_starts"),
 ), compress=False, doc="Packed pre-training rows with document boundaries; uncompressed for mmap.")
 
+TOKEN_INDEX = RecordKind("token_index", "1.0", (
+    _c("doc_id", pa.string(), nullable=False, doc="the document's id"),
+    _c("url", pa.string(), doc="the document's URL, when it has one"),
+    _c("source", pa.string(), doc="the document's source"),
+    _c("row", pa.int64(), nullable=False, doc="packed row holding the document's first token"),
+    _c("offset", pa.int32(), nullable=False, doc="position of that token in the row"),
+    _c("length", pa.int64(), nullable=False,
+       doc="tokens of the document in the stream, end-of-document token included"),
+    _c("truncated", pa.bool_(), nullable=False,
+       doc="the document was cut to the configured maximum length"),
+), compress=False,
+   doc="Where each document of a token shard lies: (row, offset, length) in the packed rows.")
+
 SFT_TOKENS = RecordKind("sft_tokens", "1.0", (
     _c("id", pa.string(), nullable=False),
     _c("input_ids", TOKEN_IDS, nullable=False),
@@ -179,7 +192,7 @@ DUP_CLUSTERS = RecordKind("dup_clusters", "1.0", (
 
 KINDS: dict[str, RecordKind] = {k.name: k for k in (
     DOCUMENTS, REJECTED, SFT, PREFERENCE, PRETRAIN_TOKENS, SFT_TOKENS, PREFERENCE_TOKENS,
-    MINHASH_SIGNATURES, DUP_CLUSTERS)}
+    MINHASH_SIGNATURES, DUP_CLUSTERS, TOKEN_INDEX)}
 
 
 def get_kind(name: str) -> RecordKind:

@@ -65,11 +65,17 @@ class Manifest:
                    updated_at=data.get("updated_at", 0.0))
 
     def totals(self) -> dict[str, int]:
-        kept = sum(s["rows"] for s in self.shards.values())
+        kept = sum(kept_rows(s) for s in self.shards.values())
         rejected = sum(s["rows_rejected"] for s in self.shards.values())
         return {"shards": len(self.shards), "rows_in": kept + rejected, "rows_kept": kept,
                 "rows_rejected": rejected,
                 "bytes": sum(s["bytes"] for s in self.shards.values())}
+
+
+def kept_rows(entry: dict[str, Any]) -> int:
+    """Input rows a shard keeps: its row count, unless its rows are not input rows (packed
+    token rows hold many documents; ``rows_kept`` then counts the documents)."""
+    return entry.get("rows_kept", entry["rows"])
 
 
 def manifest_path(stage_dir: Path) -> Path:

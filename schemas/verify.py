@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.kinds import get_kind
-from schemas.manifest import MANIFEST_NAME, read_manifest
+from schemas.manifest import MANIFEST_NAME, kept_rows, read_manifest
 from schemas.shards import is_temp_file, read_shard, sha256_file
 from schemas.validate import table_problems
 
@@ -74,6 +74,7 @@ def _listed_files(manifest) -> set[str]:
         names.add(entry["name"])
         if entry.get("rejected"):
             names.add(entry["rejected"]["name"])
+        names.update(e["name"] for e in entry.get("extras", {}).values())
     return names
 
 
@@ -98,8 +99,11 @@ def verify_stage(stage_dir: Path) -> VerifyReport:
         rejected = entry.get("rejected")
         if rejected:
             _check_file(report, stage_dir, rejected, "rejected")
+        for extra in entry.get("extras", {}).values():
+            _check_file(report, stage_dir, extra, extra["kind"])
         n_rejected = rejected["rows"] if rejected else 0
-        if entry["rows_in"] != entry["rows"] + n_rejected or entry["rows_rejected"] != n_rejected:
+        if (entry["rows_in"] != kept_rows(entry) + n_rejected
+                or entry["rows_rejected"] != n_rejected):
             report.add(name, f"rows not conserved: in {entry['rows_in']} != kept {entry['rows']}"
                              f" + rejected {n_rejected}")
     for name in sorted(manifest.pending):
@@ -112,7 +116,9 @@ def verify_stage(stage_dir: Path) -> VerifyReport:
     for name, failure in sorted(manifest.failures.items()):
         report.add(name, f"failed in the last run: {failure.get('error', 'unknown error')}")
     listed = _listed_files(manifest)
-    for sub in (stage_dir, stage_dir / REJECTED_DIR):
+    extra_dirs = {Path(e["name"]).parent.as_posix() for entry in manifest.shards.values()
+                  for e in entry.get("extras", {}).values()}
+    for sub in (stage_dir, stage_dir / REJECTED_DIR, *(stage_dir / d for d in sorted(extra_dirs))):
         if not sub.is_dir():
             continue
         for path in sorted(sub.iterdir()):

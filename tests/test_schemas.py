@@ -13,7 +13,7 @@ from schemas.validate import empty_table, validate_table
 
 from .conftest import PROJECT_ROOT
 
-EXPECTED_KINDS = {"minhash_signatures", "dup_clusters",
+EXPECTED_KINDS = {"minhash_signatures", "dup_clusters", "token_index",
                   "documents", "rejected", "sft", "preference", "pretrain_tokens",
                   "sft_tokens", "preference_tokens"}
 
