@@ -7,12 +7,21 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from bench import bench_crawl, bench_dedup, bench_extract, bench_ingest, bench_quality, dedup_pairs
+from bench import (
+    bench_crawl,
+    bench_dedup,
+    bench_extract,
+    bench_ingest,
+    bench_quality,
+    bench_tokenize,
+    dedup_pairs,
+)
 from bench.harness import TABLE_HEADER, Comparison, machine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
-              "crawl": bench_crawl.run, "dedup": bench_dedup.run}
+              "crawl": bench_crawl.run, "dedup": bench_dedup.run,
+              "tokenize": bench_tokenize.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
 DEDUP_QUALITY = ("<!-- dedup-quality:start -->", "<!-- dedup-quality:end -->")
