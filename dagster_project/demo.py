@@ -5,6 +5,7 @@ Runs are recorded in the project's ``DAGSTER_HOME``, so ``make ui`` shows them a
 
 from __future__ import annotations
 
+import json
 import time
 
 import dagster as dg
@@ -22,6 +23,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     )
     from dagster_project.assets.demo import demo_site
     from dagster_project.assets.ingest import landing_files, raw_documents, raw_files
+    from dagster_project.assets.tokens import tokenized_documents, tokenizer
     from dagster_project.assets.web import (
         crawled_warcs,
         extracted_documents,
@@ -32,7 +34,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
 
     assets = [demo_site, raw_documents, crawled_warcs, extracted_documents,
               language_tagged_documents, dedup_signatures, dedup_clusters,
-              deduplicated_documents]
+              deduplicated_documents, tokenizer, tokenized_documents]
     resources = {"data": defs.resources["data"]}
     tags = {"launched_by": "make demo"}
 
@@ -52,6 +54,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
                            key))
     results.append(run([dedup_clusters]))  # global: every partition's signatures at once
     results += [run([deduplicated_documents], key) for key in warcs]
+    results.append(run([tokenizer]))  # global: trained on every partition's documents
+    results += [run([tokenized_documents], key) for key in warcs]
     return results
 
 
@@ -71,6 +75,7 @@ def summarize() -> str:
                      f"shards, rows in {t['rows_in']}, kept {t['rows_kept']}, rejected "
                      f"{t['rows_rejected']}; verify {'OK' if report.ok else report.findings}")
     lines += dedup_totals(data)
+    lines += token_totals(data)
     return "\n".join(lines)
 
 
@@ -93,6 +98,25 @@ def dedup_totals(data: DataRoot) -> list[str]:
             f"{reasons}",
             f"  dedup: documents in {t['rows_in']}, kept {t['rows_kept']}, removed "
             f"{t['rows_rejected']} ({rate:.1%})"]
+
+
+def token_totals(data: DataRoot) -> list[str]:
+    """The tokenizer and the token shards in two lines."""
+    from curate.tokenize import token_stats
+    from dagster_project.assets.tokens import tokenizer_dir, tokens_dir
+    from schemas import read_manifest
+
+    folder = tokens_dir(data)
+    meta_path = tokenizer_dir(data) / "sievelm_tokenizer.json"
+    if read_manifest(folder) is None or not meta_path.is_file():
+        return ["  tokens: not run"]
+    meta = json.loads(meta_path.read_text())
+    s = token_stats(folder)
+    sources = ", ".join(f"{n:,} {src or '?'}" for src, n in sorted(s["tokens_per_source"].items()))
+    return [f"  tokenizer: {meta['vocab_size']:,} tokens, trained on "
+            f"{meta['training']['docs']:,} documents ({meta['training']['chars']:,} chars)",
+            f"  tokens: {s['tokens']:,} in {s['rows']:,} rows from {s['documents']:,} documents "
+            f"({s['truncated']} truncated); by source: {sources}"]
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ def shard_metadata(out_dir: Path, entry: dict[str, Any], skipped: bool) -> dict[
     reasons = entry["reject_reasons"]
     rows = [f"| {r} | {n:,} |" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
     table = "\n".join(["| reason | rows |", "|---|---:|", *rows]) if rows else "nothing rejected"
-    summary = (f"**{entry['name']}**: {entry['rows_in']:,} rows in, {entry['rows']:,} kept, "
+    packed = "" if kept_rows(entry) == entry["rows"] else f" (as {entry['rows']:,} output rows)"
+    summary = (f"**{entry['name']}**: {entry['rows_in']:,} rows in, {kept_rows(entry):,} kept"
+               f"{packed}, "
                f"{entry['rows_rejected']:,} rejected"
                f"{' (unchanged, not recomputed)' if skipped else ''}\n\n{table}")
     return {

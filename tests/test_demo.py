@@ -24,7 +24,7 @@ def test_demo_materializes_the_graph(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dagster_project.demo"], capture_output=True,
                           text=True, env=env, cwd=PROJECT_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "asset checks: 13/13 passed" in proc.stdout
+    assert "asset checks: 19/19 passed" in proc.stdout
 
     stage = data / "web" / "ingest"
     assert verify_stage(stage).ok
