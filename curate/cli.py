@@ -470,5 +470,16 @@ def demo_site(output: Path, seed: int, articles: int, base_url: str) -> None:
                f"raw dumps in {output / 'raw'}")
 
 
+def _register_commands() -> None:
+    """Commands that live beside their stages (their modules import nothing from here)."""
+    from curate.labelled.tokens_cli import preference_tokenize, sft_tokenize
+    from curate.pii_decontam_cli import decontam, redact
+
+    for command in (redact, decontam, sft_tokenize, preference_tokenize):
+        main.add_command(command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

@@ -3,13 +3,18 @@
 Most documents hold no PII at all, so the common case is vectorised: one RE2 pattern per
 kind, OR-ed together (``pyarrow.compute.match_substring_regex``), marks the documents that
 contain any *candidate*. Only those go through the precise per-match checks below, in Python,
-and only the ones that really held PII get a new text. Each pre-filter is a superset of what
-its precise check accepts (tested), so skipping a document never skips PII.
+and only the ones that really held PII get a new text (``replace_with_mask``). Each pre-filter
+is a superset of what its precise check accepts (tested), so skipping a document never skips
+PII. On the candidates the per-kind pre-filters run again (cheap: few rows) so a document is
+only searched for the kinds it may hold, and the precise regexes only run near an ``@`` or
+near runs of digits (Python's regex engine is slow to scan a whole document; the windowed
+search is tested equal to a whole-text scan).
 
 Precise rules (what is redacted and what is deliberately left alone):
 
-- **email**: ``local@domain.tld`` (ASCII; ``+``, dots, subdomains); not ``logo@2x.png``-style
-  asset names (a file extension as the "TLD") nor local parts with ``..``.
+- **email**: ``local@domain.tld`` (``+``, dots, subdomains, letters of any script); not
+  ``logo@2x.png``-style asset names (a file extension as the "TLD"), local parts with ``..``
+  or hosts without a TLD.
 - **ip**: IPv4 dotted quads with octets <= 255 and no leading zeros, not part of a longer
   dotted number (``1.2.3.4.5``) and not after a version cue (``version 1.2.3.4``, ``v1.2.3.4``,
   ``build``, ``release``): a four-part version is a version. IPv6 as Python's ``ipaddress``
@@ -37,9 +42,11 @@ Where two findings overlap the more specific kind wins: email, iban, credit_card
 
 from __future__ import annotations
 
+import bisect
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -137,10 +144,12 @@ NANP_RE = re.compile(rf"(?:1[ .\-{_NBSP}]?)?(?:\([2-9]\d\d\){_SP}?|[2-9]\d\d[ .\
                      rf"[2-9]\d\d[ .\-{_NBSP}]\d{{4}}", re.ASCII)
 DATE_RE = re.compile(r"(?<!\d)(?:\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
                      r"|(?:1[6-9]|2\d)\d\d[./\-]\d{1,2}[./\-]\d{1,2})(?!\d)", re.ASCII)
+IPV6_HINT_RE = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]", re.ASCII)
+"""An IPv6 address without ``::`` has eight groups, so this; with ``::``, that literal."""
 ZIP4_RE = re.compile(r"\d{5}-\d{4}", re.ASCII)
 PHONE_CUE = re.compile(
-    r"(?i)(?:\b(?:t[ée]l|t[ée]l[ée]phone|telephone|telefon|tel[ée]fono|phone|ph|mobile|mob|cell"
-    r"|cellphone|fax|call|whatsapp|sms|hotline)\b|[☎📞📱])[^\d\n]{0,15}$")
+    r"(?i)(?:\b(?:t[ée]l|t[ée]l[ée]phone|telephone|telefon|tel[ée]fono|phone|mobile|cell"
+    r"|cellphone|fax|call|whatsapp|hotline)\b|[☎📞📱])[^\d\n]{0,15}$")
 VERSION_CUE = re.compile(
     r"(?i)\b(?:version|versions|ver|v|release|rel|build|rev|revision|firmware|kernel)\.?:?\s*$")
 ISBN_CUE = re.compile(r"(?i)\bISBN(?:-?1[03])?:?\s*$")
@@ -240,9 +249,26 @@ def _before(text: str, start: int) -> str:
     return text[max(0, start - _CONTEXT):start]
 
 
+def _email_matches(text: str) -> Iterator[re.Match]:
+    """``EMAIL_RE.finditer(text)``, but the regex only runs near each ``@``: a local part is
+    at most 64 characters, so a window from 65 before the ``@`` holds every match through it
+    (lookbehinds still see the text before a window)."""
+    pos, size = 0, len(text)
+    while (at := text.find("@", pos)) >= 0:
+        hi = min(size, at + 300)
+        m = EMAIL_RE.search(text, max(pos, at - 65), hi)
+        if m is not None and m.end() >= hi - 1 and hi < size:  # ran into the window's end
+            m = EMAIL_RE.search(text, m.start())
+        if m is None:
+            pos = at + 1
+            continue
+        yield m
+        pos = m.end()
+
+
 def find_emails(text: str) -> list[Finding]:
     out = []
-    for m in EMAIL_RE.finditer(text):
+    for m in _email_matches(text):
         local, domain = m.group().rsplit("@", 1)
         if ".." in local or domain.rsplit(".", 1)[1].lower() in ASSET_EXTENSIONS:
             continue
@@ -250,9 +276,44 @@ def find_emails(text: str) -> list[Finding]:
     return out
 
 
+DIGIT_RUN_RE = re.compile(rf"[0-9](?:[ ()./\-{_NBSP}]{{0,5}}[0-9])*")
+"""Maximal runs of digits linked by at most five separator characters: every phone, card and
+IPv4 match has all its digits inside one run, so the precise regexes only run near runs with
+enough digits (Python's regex engine is slow to scan a whole document)."""
+
+
+_SEPARATORS = str.maketrans(dict.fromkeys(f" ()./-{_NBSP}"))
+
+
+@functools.lru_cache(maxsize=8)
+def _digit_runs(text: str) -> tuple[tuple[int, int, int], ...]:
+    """(start, end, digits) of each run; cached, as three finders ask for the same text."""
+    return tuple((m.start(), m.end(), len(m.group().translate(_SEPARATORS)))
+                 for m in DIGIT_RUN_RE.finditer(text))
+
+
+def _near_runs(rx: re.Pattern, text: str, min_digits: int, lead: int) -> Iterator[re.Match]:
+    """``rx.finditer(text)`` restricted to windows around digit runs with ``min_digits``:
+    from ``lead`` characters before a run (a ``+`` or ``(``) to 4 after it, for lookaheads.
+
+    A match's digits all lie in one run, so a match of this run starts before the run's end
+    and ends at most one character (a ``)``) after it; one starting later belongs to the next
+    run (its truncated window would distort it) and is left to that run's window.
+    """
+    size, last = len(text), 0
+    for start, end, digits in _digit_runs(text):
+        if digits < min_digits:
+            continue
+        for m in rx.finditer(text, max(last, start - lead), min(size, end + 4)):
+            if m.start() >= end:
+                break
+            yield m
+            last = m.end()
+
+
 def find_ips(text: str, redact_private: bool = False) -> list[Finding]:
     out = []
-    for m in IPV4_RE.finditer(text):
+    for m in _near_runs(IPV4_RE, text, 4, 0):
         octets = m.groups()
         if any(int(o) > 255 or (len(o) > 1 and o[0] == "0") for o in octets):
             continue
@@ -260,6 +321,8 @@ def find_ips(text: str, redact_private: bool = False) -> list[Finding]:
             continue
         if redact_private or not _keep_ip(ipaddress.IPv4Address(m.group())):
             out.append(Finding(m.start(), m.end(), "ip"))
+    if "::" not in text and not IPV6_HINT_RE.search(text):
+        return out
     for m in IPV6_RE.finditer(text):
         s = m.group()
         if not any(ch.isdigit() for ch in s):
@@ -274,7 +337,7 @@ def find_ips(text: str, redact_private: bool = False) -> list[Finding]:
 
 
 def find_cards(text: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "credit_card") for m in CARD_RE.finditer(text)
+    return [Finding(m.start(), m.end(), "credit_card") for m in _near_runs(CARD_RE, text, 13, 0)
             if is_card_number(re.sub(r"\D", "", m.group()))]
 
 
@@ -303,8 +366,8 @@ def is_phone(run: str, before: str = "") -> bool:
         return 7 <= len(digits) <= 15
     if len(groups) < 2:
         return False  # plain long numbers need a "+" or a cue
-    if digits.startswith("00") and len(groups[0]) in (2, 4):
-        return 10 <= len(digits) <= 17
+    if digits.startswith("00"):  # international prefix, then a country code (no 0)
+        return len(groups[0]) in (2, 4) and digits[2] != "0" and 10 <= len(digits) <= 17
     if NANP_RE.fullmatch(run):
         return True
     trunk = run.startswith(("0", "(0"))
@@ -312,7 +375,7 @@ def is_phone(run: str, before: str = "") -> bool:
 
 
 def find_phones(text: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), "phone") for m in PHONE_RE.finditer(text)
+    return [Finding(m.start(), m.end(), "phone") for m in _near_runs(PHONE_RE, text, 7, 3)
             if is_phone(m.group(), _before(text, m.start()))]
 
 
@@ -320,7 +383,8 @@ def find_pii(text: str, kinds: Sequence[str] = KINDS,
              redact_private_ips: bool = False) -> list[Finding]:
     """Non-overlapping findings in text order; overlaps go to the kind earlier in PRIORITY."""
     found: list[Finding] = []
-    taken: list[tuple[int, int]] = []
+    starts: list[int] = []  # the spans taken so far, sorted and disjoint
+    ends: list[int] = []
     finders = {"email": find_emails, "iban": find_ibans, "credit_card": find_cards,
                "ip": lambda t: find_ips(t, redact_private_ips), "phone": find_phones}
     for kind in PRIORITY:
@@ -328,18 +392,23 @@ def find_pii(text: str, kinds: Sequence[str] = KINDS,
             continue
         # longest first, so an IPv6 address wins over the IPv4 address embedded in it
         for f in sorted(finders[kind](text), key=lambda f: (f.start - f.end, f.start)):
-            if not any(f.start < e and s < f.end for s, e in taken):
-                found.append(f)
-                taken.append((f.start, f.end))
+            i = bisect.bisect_right(starts, f.start)
+            if (i and ends[i - 1] > f.start) or (i < len(starts) and starts[i] < f.end):
+                continue
+            starts.insert(i, f.start)
+            ends.insert(i, f.end)
+            found.append(f)
     return sorted(found)
 
 
-def redact(text: str, cfg: PiiConfig | None = None) -> tuple[str, dict[str, int]]:
-    """(redacted text, count per kind) of one text; default config: every kind."""
+def redact(text: str, cfg: PiiConfig | None = None,
+           kinds: Sequence[str] | None = None) -> tuple[str, dict[str, int]]:
+    """(redacted text, count per kind) of one text; default config: every kind. ``kinds``
+    narrows ``cfg.kinds`` to those worth looking for (their pre-filter matched)."""
     cfg = cfg if cfg is not None else PiiConfig()
     counts = dict.fromkeys(KINDS, 0)
     parts, pos = [], 0
-    for f in find_pii(text, cfg.kinds, cfg.redact_private_ips):
+    for f in find_pii(text, cfg.kinds if kinds is None else kinds, cfg.redact_private_ips):
         parts.append(text[pos:f.start])
         parts.append(cfg.placeholder_for(f.kind))
         counts[f.kind] += 1
@@ -348,6 +417,17 @@ def redact(text: str, cfg: PiiConfig | None = None) -> tuple[str, dict[str, int]
         return text, counts
     parts.append(text[pos:])
     return "".join(parts), counts
+
+
+def residual_findings(redacted: str, cfg: PiiConfig) -> list[Finding]:
+    """What the detectors still find in a redacted text, placeholders masked by line breaks.
+
+    Detection is defined on the original text; a placeholder must not act as a phone cue
+    (``<PHONE>`` contains "phone") nor join its neighbours, and a line break does neither.
+    """
+    for kind in cfg.kinds:
+        redacted = redacted.replace(cfg.placeholder_for(kind), "\n")
+    return find_pii(redacted, cfg.kinds, cfg.redact_private_ips)
 
 
 # --- the stage -----------------------------------------------------------------------------
@@ -365,11 +445,14 @@ def redact_column(texts: pa.Array | pa.ChunkedArray, cfg: PiiConfig,
     rows = np.flatnonzero(candidate_mask(arr, cfg.kinds))
     if not len(rows):
         return arr, counts
+    subset = arr.take(pa.array(rows))
+    # which kinds each candidate may hold: the pre-filters again, on the candidates only
+    may_hold = np.column_stack([candidate_mask(subset, [k]) for k in cfg.kinds])
     changed = np.zeros(len(arr), dtype=bool)
     replacements: list[str] = []
-    for row, text in zip(rows.tolist(), arr.take(pa.array(rows)).to_pylist(), strict=True):
-        new, found = redact(text, cfg)
-        if new is text:
+    for row, text, flags in zip(rows.tolist(), subset.to_pylist(), may_hold, strict=True):
+        new, found = redact(text, cfg, [k for k, f in zip(cfg.kinds, flags, strict=True) if f])
+        if not any(found.values()):
             continue
         changed[row] = True
         replacements.append(new)
@@ -437,11 +520,14 @@ PII = Stage(name=STAGE_NAME, version="1", output_kind=DOCUMENTS, process=redact_
 def pii_report(stage_dir: Path) -> dict[str, int]:
     """Redactions per kind over a pii stage's kept and rejected shards, plus
     ``documents_with_pii``; read from the ``pii_counts`` column only."""
+    from curate.decontaminate import read_columns
     from schemas.dataset import shard_paths
 
     totals = dict.fromkeys((*KINDS, "documents_with_pii"), 0)
     for path in [*shard_paths(stage_dir), *shard_paths(stage_dir, rejected=True)]:
-        table = read_shard(path, columns=["pii_counts", "pii_redactions"])
+        table = read_columns(path, ["pii_counts", "pii_redactions"])
+        if table is None:
+            raise ValueError(f"{path} has no pii_counts: not the output of the pii stage")
         counts = table.column("pii_counts").combine_chunks()
         for k in KINDS:
             totals[k] += int(pc.sum(counts.field(k)).as_py() or 0)
@@ -465,7 +551,7 @@ def residual_pii(stage_dir: Path, cfg: PiiConfig) -> dict[str, int]:
             texts = table.column(column).combine_chunks()
             rows = np.flatnonzero(candidate_mask(texts, cfg.kinds))
             for text in texts.take(pa.array(rows)).to_pylist():
-                found += len(find_pii(text, cfg.kinds, cfg.redact_private_ips))
+                found += len(residual_findings(text, cfg))
         if found:
             left[path.name] = found
     return left

@@ -151,20 +151,31 @@ TOKEN_INDEX = RecordKind("token_index", "1.0", (
 ), compress=False,
    doc="Where each document of a token shard lies: (row, offset, length) in the packed rows.")
 
-SFT_TOKENS = RecordKind("sft_tokens", "1.0", (
+SFT_TOKENS = RecordKind("sft_tokens", "1.1", (
     _c("id", pa.string(), nullable=False),
     _c("input_ids", TOKEN_IDS, nullable=False),
     _c("loss_mask", pa.list_(pa.uint8()), nullable=False,
        doc="1 where the token is an assistant token (end-of-turn included), else 0"),
     _c("split", pa.string()),
+    _c("assistant_masks", pa.list_(pa.uint8()), optional=True,
+       doc="a copy of loss_mask under the name TRL's SFTTrainer reads"),
+    _c("seq_lengths", pa.list_(pa.int32()), optional=True,
+       doc="packed rows: tokens of each conversation in the row, in order (TRL's name); "
+           "positions restart at each"),
 ), compress=False, doc="Chat-templated conversations with the loss mask over assistant turns.")
 
-PREFERENCE_TOKENS = RecordKind("preference_tokens", "1.0", (
+PREFERENCE_TOKENS = RecordKind("preference_tokens", "1.1", (
     _c("id", pa.string(), nullable=False),
-    _c("prompt_ids", TOKEN_IDS, nullable=False),
-    _c("chosen_ids", TOKEN_IDS, nullable=False),
-    _c("rejected_ids", TOKEN_IDS, nullable=False),
+    _c("prompt_ids", TOKEN_IDS, nullable=False,
+       doc="the prompt up to and including the reply's generation header"),
+    _c("chosen_ids", TOKEN_IDS, nullable=False, doc="the preferred reply (end-of-turn included)"),
+    _c("rejected_ids", TOKEN_IDS, nullable=False, doc="the dispreferred reply"),
     _c("split", pa.string()),
+    _c("chosen_input_ids", TOKEN_IDS, optional=True,
+       doc="prompt_ids + chosen_ids, for reward models (TRL RewardTrainer)"),
+    _c("rejected_input_ids", TOKEN_IDS, optional=True, doc="prompt_ids + rejected_ids"),
+    _c("truncated", pa.bool_(), optional=True,
+       doc="the replies were cut to fit max_length"),
 ), compress=False, doc="Tokenized preference pairs: prompt, chosen and rejected ids.")
 
 MINHASH_SIGNATURES = RecordKind("minhash_signatures", "1.0", (
