@@ -472,10 +472,11 @@ def demo_site(output: Path, seed: int, articles: int, base_url: str) -> None:
 
 def _register_commands() -> None:
     """Commands that live beside their stages (their modules import nothing from here)."""
+    from curate.labelled.cli import labelled
     from curate.labelled.tokens_cli import preference_tokenize, sft_tokenize
     from curate.pii_decontam_cli import decontam, redact
 
-    for command in (redact, decontam, sft_tokenize, preference_tokenize):
+    for command in (redact, decontam, labelled, sft_tokenize, preference_tokenize):
         main.add_command(command)
 
 

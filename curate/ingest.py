@@ -273,7 +273,7 @@ def _vectorised(path: Path, fmt: str, compression: str | None, cfg: IngestConfig
         data = f.read()
     if data.lstrip()[:1] == b"[":
         return None, data
-    frame = read_jsonl_frame(data)
+    frame = read_jsonl_frame(data, cfg.text_column)
     out = documents_from_frame(frame, cfg, source, source_path) if frame is not None else None
     return out, data
 

@@ -10,6 +10,8 @@ documents and rejections for the inputs this path accepts.
 from __future__ import annotations
 
 import io
+import json
+import re
 from typing import Any
 
 import orjson
@@ -45,8 +47,16 @@ def metadata_column(extras: pl.DataFrame) -> pl.Series:
     return encoded.scatter((~complete).arg_true(), pl.Series(slow, dtype=pl.String))
 
 
-def read_jsonl_frame(data: bytes) -> pl.DataFrame | None:
-    """Parse a whole JSONL buffer, or None when any line would need the per-record path."""
+def read_jsonl_frame(data: bytes, text_column: str = "text") -> pl.DataFrame | None:
+    """Parse a whole JSONL buffer, or None when any line would need the per-record path.
+
+    polars turns a number in a string column into its text (``"text": 5`` -> ``"5"``), which
+    would keep a record the per-record path rejects as ``text_not_string``; a text value
+    that is not a quoted string anywhere in the buffer sends the file to that path.
+    """
+    key = re.escape(json.dumps(text_column).encode())
+    if re.search(key + rb"\s*:\s*[^\s\"n]", data):  # neither a string nor null
+        return None
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     try:
         frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)

@@ -190,3 +190,14 @@ def test_native_metadata_encoding_matches_orjson():
     expected = [metadata_json(r) for r in extras.iter_rows(named=True)]
     assert metadata_column(extras).to_list() == expected
     assert metadata_column(extras.drop_nulls()).to_list() == [expected[0]]
+
+
+def test_a_number_as_text_is_rejected_not_stringified(tmp_path):
+    """polars would read ``"text": 5`` as "5"; the file must take the per-record path."""
+    from curate.ingest import IngestConfig, ingest_file
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"id": "a", "text": "fine words"}\n{"id": "b", "text": 5}\n')
+    out = ingest_file(path, IngestConfig())
+    assert out.kept.column("id").to_pylist() == ["a"]
+    assert out.rejected.column("reject_reason").to_pylist() == ["text_not_string"]

@@ -7,5 +7,7 @@
 - :mod:`curate.labelled.curate_sets`: dedup, language / quality filters, split, and the hook
   for documents transforms (PII redaction, decontamination);
 - :mod:`curate.labelled.demo`: the demo's labelled set;
+- :mod:`curate.labelled.tokenize_chat`: chat-template tokenization into ``sft_tokens`` /
+  ``preference_tokens`` (commands in :mod:`curate.labelled.tokens_cli`);
 - :mod:`curate.labelled.cli`: the ``curate labelled`` command group.
 """
