@@ -13,6 +13,7 @@ from bench import (
     bench_extract,
     bench_ingest,
     bench_quality,
+    bench_quality_filters,
     bench_tokenize,
     dedup_pairs,
 )
@@ -21,7 +22,7 @@ from bench.harness import TABLE_HEADER, Comparison, machine
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
               "crawl": bench_crawl.run, "dedup": bench_dedup.run,
-              "tokenize": bench_tokenize.run}
+              "tokenize": bench_tokenize.run, "quality_filters": bench_quality_filters.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
 DEDUP_QUALITY = ("<!-- dedup-quality:start -->", "<!-- dedup-quality:end -->")

@@ -475,8 +475,13 @@ def _register_commands() -> None:
     from curate.labelled.cli import labelled
     from curate.labelled.tokens_cli import preference_tokenize, sft_tokenize
     from curate.pii_decontam_cli import decontam, redact
+    from curate.quality.classifier_cli import score, train
+    from curate.quality.cli import quality, stats
 
-    for command in (redact, decontam, labelled, sft_tokenize, preference_tokenize):
+    quality.add_command(train)
+    quality.add_command(score)
+    for command in (quality, stats, redact, decontam, labelled, sft_tokenize,
+                    preference_tokenize):
         main.add_command(command)
 
 
