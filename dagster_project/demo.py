@@ -23,6 +23,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     )
     from dagster_project.assets.demo import demo_site
     from dagster_project.assets.ingest import landing_files, raw_documents, raw_files
+    from dagster_project.assets.labelled import LABELLED_ASSETS
+    from dagster_project.assets.quality import CURATION_CHAIN, QUALITY_ASSETS, eval_ngram_index
     from dagster_project.assets.tokens import tokenized_documents, tokenizer
     from dagster_project.assets.web import (
         crawled_warcs,
@@ -34,7 +36,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
 
     assets = [demo_site, raw_documents, crawled_warcs, extracted_documents,
               language_tagged_documents, dedup_signatures, dedup_clusters,
-              deduplicated_documents, tokenizer, tokenized_documents]
+              deduplicated_documents, *QUALITY_ASSETS, tokenizer, tokenized_documents,
+              *LABELLED_ASSETS]
     resources = {"data": defs.resources["data"]}
     tags = {"launched_by": "make demo"}
 
@@ -54,13 +57,18 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
                            key))
     results.append(run([dedup_clusters]))  # global: every partition's signatures at once
     results += [run([deduplicated_documents], key) for key in warcs]
+    results.append(run([eval_ngram_index]))  # global: the evaluation sets' n-grams
+    results += [run(CURATION_CHAIN, key) for key in warcs]  # quality, PII, decontamination
     results.append(run([tokenizer]))  # global: trained on every partition's documents
     results += [run([tokenized_documents], key) for key in warcs]
+    results.append(run(LABELLED_ASSETS))  # the labelled sets, tokenized with the tokenizer
     return results
 
 
 def summarize() -> str:
     """What the demo produced, read back from the manifests and verified."""
+    from dagster_project.assets.labelled import labelled_totals
+    from dagster_project.assets.quality import curation_totals
     from dagster_project.definitions import defs
     from schemas import read_manifest
     from schemas.verify import find_stage_dirs, verify_stage
@@ -75,7 +83,9 @@ def summarize() -> str:
                      f"shards, rows in {t['rows_in']}, kept {t['rows_kept']}, rejected "
                      f"{t['rows_rejected']}; verify {'OK' if report.ok else report.findings}")
     lines += dedup_totals(data)
+    lines += curation_totals(data)
     lines += token_totals(data)
+    lines += labelled_totals(data)
     return "\n".join(lines)
 
 

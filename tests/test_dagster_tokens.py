@@ -1,7 +1,8 @@
-"""The token assets on the demo site: the dedup chain (tests/test_dagster_dedup.py), then the
-tokenizer trained on the deduplicated documents and one token shard per WARC partition,
-materialized through the UI's Definitions. Every document's tokens decode back to its text,
-trainers load the shards, and a shard edited behind the index's back fails its checks."""
+"""The token assets on the demo site: the dedup and curation chains (tests/test_dagster_dedup.py,
+tests/test_dagster_quality.py), then the tokenizer trained on the curated (decontaminated)
+documents and one token shard per WARC partition, materialized through the UI's Definitions.
+Every document's tokens decode back to its text, trainers load the shards, and a shard edited
+behind the index's back fails its checks."""
 
 from __future__ import annotations
 
@@ -27,17 +28,19 @@ from schemas import PRETRAIN_TOKENS, TOKEN_INDEX, read_shard, write_shard
 from schemas.verify import verify_stage
 from tests.test_dagster_dedup import SHARD
 from tests.test_dagster_dedup import chain as dedup_chain  # noqa: F401  (a fixture)
+from tests.test_dagster_quality import chain as quality_chain  # noqa: F401  (a fixture)
 from train.token_data import TokenDataset
 
 KEY = "crawl-00000.warc.gz"
+CURATED = "decontaminate"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def chain(dedup_chain):  # noqa: F811  (the dedup chain, extended)
-    dedup_chain.must("tokenizer", ["tokenizer"])
-    dedup_chain.must("tokens", ["tokenized_documents"], KEY)
-    return dedup_chain
+def chain(quality_chain):  # noqa: F811  (the curation chain, extended)
+    quality_chain.must("tokenizer", ["tokenizer"])
+    quality_chain.must("tokens", ["tokenized_documents"], KEY)
+    return quality_chain
 
 
 def _meta(result, node: str) -> dict:
@@ -72,11 +75,11 @@ def test_checks_pass_and_shards_load(chain):
     assert sum(lengths) == meta["tokens"].value
 
 
-def test_every_document_decodes_to_its_deduplicated_text(chain):
+def test_every_document_decodes_to_its_curated_text(chain):
     tok = load_tokenizer(chain.root / "tokenizer")
     dataset = TokenDataset(chain.root / "web" / "tokens")
     stream = np.concatenate([dataset.row_ids(i) for i in range(len(dataset))])
-    documents = read_shard(chain.root / "web" / "dedup" / SHARD, columns=["id", "text"])
+    documents = read_shard(chain.root / "web" / CURATED / SHARD, columns=["id", "text"])
     texts = dict(zip(documents.column("id").to_pylist(), documents.column("text").to_pylist(),
                      strict=True))
     index = _index(chain.root).to_pylist()
@@ -95,7 +98,7 @@ def test_metadata_reports_the_tokenizer_and_the_tokens(chain):
                                              "im_end": 4}
     assert 256 + 5 < tok_meta["vocab_size"].value <= 2048
     assert tok_meta["training_docs"].value == read_shard(
-        chain.root / "web" / "dedup" / SHARD).num_rows
+        chain.root / "web" / CURATED / SHARD).num_rows
     assert tok_meta["training_chars"].value > 0 and tok_meta["chars_per_token"].value > 1.5
     assert tok_meta["retrained"].value is True
     examples = tok_meta["examples"].value
@@ -122,7 +125,7 @@ def _broken_copy(chain, tmp_path: Path) -> Path:
 
 def test_a_dropped_document_fails_documents_accounted(chain, tmp_path):
     out = _broken_copy(chain, tmp_path)
-    documents = chain.root / "web" / "dedup" / SHARD
+    documents = chain.root / "web" / CURATED / SHARD
     meta = TokenDataset(out).meta
     assert all(c.passed for c in token_checks(documents, out, SHARD, meta))
 

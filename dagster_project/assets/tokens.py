@@ -1,11 +1,12 @@
-"""Tokenizer and tokenization of the deduplicated web documents.
+"""Tokenizer and tokenization of the curated web documents (``decontaminated_documents``:
+deduplicated, quality-selected, PII-redacted, decontaminated).
 
 Two assets:
 
-* ``tokenizer`` (global): a byte-level BPE trained on every deduplicated web shard, saved as a
+* ``tokenizer`` (global): a byte-level BPE trained on every curated web shard, saved as a
   Hugging Face folder at ``<data_root>/tokenizer``; unchanged shards and settings reuse it
   (training is deterministic, so retraining would give the same file anyway);
-* ``tokenized_documents`` (per WARC partition): the deduplicated shard packed into fixed-length
+* ``tokenized_documents`` (per WARC partition): the curated shard packed into fixed-length
   rows of token ids at ``web/tokens``, with its per-document ``token_index``.
 
 Beside the contract checks, three blocking checks re-read the written shard: every document is
@@ -39,7 +40,7 @@ from curate.tokenizer import (
     train_tokenizer,
     training_shards,
 )
-from dagster_project.assets.dedup import deduplicated_documents
+from dagster_project.assets.quality import CURATED_STAGE, decontaminated_documents
 from dagster_project.assets.web import DATASET, warc_files
 from dagster_project.config import dagster_config
 from dagster_project.plots import histogram_png, md_image
@@ -50,7 +51,6 @@ from schemas import read_manifest, read_shard, sha256_file
 GROUP = "tokens"
 TOKENIZER_DIR = "tokenizer"
 TOKENS_STAGE = "tokens"
-DEDUP_STAGE = "dedup"
 ROUND_TRIP_CHECK = "round_trips"
 ACCOUNTED_CHECK = "documents_accounted"
 VOCAB_CHECK = "ids_below_vocab"
@@ -178,13 +178,13 @@ def _examples_md(tok: Any, texts: list[str]) -> str:
     return "```\n" + "\n\n".join(blocks) + "\n```"
 
 
-@dg.asset(group_name=GROUP, kinds={"huggingface"}, deps=[deduplicated_documents],
+@dg.asset(group_name=GROUP, kinds={"huggingface"}, deps=[decontaminated_documents],
           check_specs=[dg.AssetCheckSpec(
               ROUND_TRIP_CHECK, asset="tokenizer", blocking=True,
               description="decode(encode(text)) == text on the first documents, and the special "
                           "tokens have their fixed ids (0 = BOS, 1 = EOS, 2 = PAD, 3/4 = ChatML "
                           "turn markers).")],
-          description="Global: a byte-level BPE tokenizer trained on every deduplicated web "
+          description="Global: a byte-level BPE tokenizer trained on every curated web "
                       "shard, saved as a Hugging Face folder (AutoTokenizer loads it offline) at "
                       "<data_root>/tokenizer. Unchanged shards and settings reuse it.")
 def tokenizer(context: dg.AssetExecutionContext, config: TokenizerRunConfig,
@@ -193,16 +193,16 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerRunConfig,
         cfg = TokenizerConfig.model_validate(config.model_dump())
     except ValidationError as exc:
         raise _failure("invalid tokenizer config", exc) from None
-    source = data.stage_dir(DATASET, DEDUP_STAGE)
+    source = data.stage_dir(DATASET, CURATED_STAGE)
     if read_manifest(source) is None:
-        raise dg.Failure(f"{source} has no shards: materialize deduplicated_documents first")
+        raise dg.Failure(f"{source} has no shards: materialize decontaminated_documents first")
     out = tokenizer_dir(data)
     t0 = time.perf_counter()
     try:
         shards = training_shards([source])
         reused = _reusable(out, shards, cfg)
         if reused:
-            context.log.info("deduplicated shards and settings unchanged: tokenizer reused")
+            context.log.info("curated shards and settings unchanged: tokenizer reused")
         else:
             info = train_tokenizer([source], out, cfg)
             context.log.info(info.summary())
@@ -420,7 +420,7 @@ def _length_stats(index: Path) -> tuple[dict[str, Any], np.ndarray]:
 
 
 @dg.asset(partitions_def=warc_files, group_name=GROUP, kinds={"arrow"},
-          deps=[tokenizer, deduplicated_documents],
+          deps=[tokenizer, decontaminated_documents],
           check_specs=[
               *contract_checks("tokenized_documents"),
               dg.AssetCheckSpec(ACCOUNTED_CHECK, asset="tokenized_documents", blocking=True,
@@ -435,16 +435,16 @@ def _length_stats(index: Path) -> tuple[dict[str, Any], np.ndarray]:
                                             "lengths tile the stream, every document ends "
                                             "with EOS."),
           ],
-          description="Per WARC file: the deduplicated documents as packed rows of seq_len "
+          description="Per WARC file: the curated documents as packed rows of seq_len "
                       "token ids (each document + EOS, back to back) with segment starts and "
                       "document ids per row, and token_index/<shard> mapping every document to "
                       "(row, offset, length). Uncompressed Arrow, memory-mapped by trainers.")
 def tokenized_documents(context: dg.AssetExecutionContext, config: TokenizeRunConfig,
                         data: DataRoot) -> dg.MaterializeResult:
-    upstream = data.stage_dir(DATASET, DEDUP_STAGE)
+    upstream = data.stage_dir(DATASET, CURATED_STAGE)
     name = shard_name_for(context.partition_key)
     if not (upstream / name).is_file():
-        raise dg.Failure(f"{upstream / name} is missing: materialize deduplicated_documents "
+        raise dg.Failure(f"{upstream / name} is missing: materialize decontaminated_documents "
                          "first")
     cfg = tokenize_config(config, data)
     out_dir = tokens_dir(data)
