@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -511,6 +511,9 @@ class TransformConfig(StageConfig):
     """``module:function`` taking a documents table, returning a table or a StageOutput."""
     stage_label: str = "transform"
     """Rejected rows' ``reject_stage`` is ``<kind>_<stage_label>`` (e.g. sft_pii)."""
+    options: dict[str, Any] = {}
+    """Keyword arguments for the function (e.g. ``index`` for
+    ``curate.labelled.transforms:decontaminate``)."""
 
 
 def load_transform(spec: str) -> DocumentsTransform:
@@ -523,7 +526,8 @@ def load_transform(spec: str) -> DocumentsTransform:
 def _transform_unit(unit: WorkUnit, cfg: TransformConfig) -> StageOutput:
     (path,) = unit.inputs
     table = read_shard(path)
-    return apply_documents_transform(table, load_transform(cfg.function),
+    function = load_transform(cfg.function)
+    return apply_documents_transform(table, lambda docs: function(docs, **cfg.options),
                                      f"{kind_of(table)}_{cfg.stage_label}")
 
 
