@@ -92,10 +92,13 @@ def pretrain(data: Path, output: Path, eval_data: Path | None, recipe: Path | No
     Run on several processes or GPUs with ``torchrun --nproc-per-node N -m train pretrain``.
     """
     from train.loop import train
+    from train.pipes import pipes_session, report
 
     cfg = _load(recipe, overrides)
-    result = train(cfg, data, output, resume=not no_resume,
-                   eval_data={"heldout": eval_data} if eval_data else None)
+    with pipes_session() as pipes:
+        result = train(cfg, data, output, resume=not no_resume,
+                       eval_data={"heldout": eval_data} if eval_data else None)
+        report(pipes, result)
     if _is_main():
         click.echo(_summary(result))
 
@@ -115,6 +118,8 @@ def cpt(init: Path, general_eval: Path | None, data: Path, output: Path,
     written to OUTPUT/cpt_report.json.
     """
     from train.loop import forgetting_report, train
+    from train.pipes import pipes_session
+    from train.pipes import report as pipes_report
 
     cfg = _load(recipe, ("eval_at_start=true", *overrides))
     evals = {}
@@ -122,14 +127,41 @@ def cpt(init: Path, general_eval: Path | None, data: Path, output: Path,
         evals["general"] = general_eval
     if eval_data:
         evals["domain"] = eval_data
-    result = train(cfg, data, output, init=init, eval_data=evals, resume=not no_resume)
+    with pipes_session() as pipes:
+        result = train(cfg, data, output, init=init, eval_data=evals, resume=not no_resume)
+        if _is_main():
+            report = forgetting_report(output)
+            pipes_report(pipes, result, {f"{name}_loss_delta": r["delta"]
+                                         for name, r in report["evals"].items()})
     if not _is_main():
         return
     click.echo(_summary(result))
-    report = forgetting_report(output)
     for name, r in report["evals"].items():
         click.echo(f"forgetting monitor {name}: loss {r['loss_before']:.4f} -> "
                    f"{r['loss_after']:.4f} ({r['delta']:+.4f})")
+
+
+def _add_rlhf_commands() -> None:
+    """``train reward`` / ``train dpo`` / ``train rl`` (preference tuning, train/rlhf_cli.py)."""
+    from train.rlhf_cli import dpo_command, reward_command, rl_command
+
+    for cmd in (reward_command, dpo_command, rl_command):
+        main.add_command(cmd)
+
+
+_add_rlhf_commands()
+
+
+def _add_finetune_commands() -> None:
+    """``train sft`` (full or LoRA) / ``train classify`` (train/sft.py, train/classify.py)."""
+    from train.classify import classify_command
+    from train.sft import sft_command
+
+    main.add_command(sft_command)
+    main.add_command(classify_command)
+
+
+_add_finetune_commands()
 
 
 if __name__ == "__main__":
