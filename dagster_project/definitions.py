@@ -10,6 +10,7 @@ from dagster_project.assets.ingest import landing_sensor, raw_documents
 from dagster_project.assets.labelled import LABELLED_ASSETS
 from dagster_project.assets.quality import QUALITY_ASSETS
 from dagster_project.assets.tokens import tokenized_documents, tokenizer
+from dagster_project.assets.training import TRAINING_ASSETS
 from dagster_project.assets.web import crawled_warcs, extracted_documents, language_tagged_documents
 from dagster_project.resources import DataRoot
 
@@ -17,7 +18,7 @@ defs = dg.Definitions(
     assets=[demo_site, raw_documents, crawled_warcs, extracted_documents,
             language_tagged_documents, dedup_signatures, dedup_clusters, deduplicated_documents,
             *QUALITY_ASSETS,
-            tokenizer, tokenized_documents, *LABELLED_ASSETS],
+            tokenizer, tokenized_documents, *LABELLED_ASSETS, *TRAINING_ASSETS],
     sensors=[landing_sensor],
-    resources={"data": DataRoot()},
+    resources={"data": DataRoot(), "pipes": dg.PipesSubprocessClient()},
 )

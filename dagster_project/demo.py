@@ -26,6 +26,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     from dagster_project.assets.labelled import LABELLED_ASSETS
     from dagster_project.assets.quality import CURATION_CHAIN, QUALITY_ASSETS, eval_ngram_index
     from dagster_project.assets.tokens import tokenized_documents, tokenizer
+    from dagster_project.assets.training import TRAINING_ASSETS
     from dagster_project.assets.web import (
         crawled_warcs,
         extracted_documents,
@@ -37,8 +38,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     assets = [demo_site, raw_documents, crawled_warcs, extracted_documents,
               language_tagged_documents, dedup_signatures, dedup_clusters,
               deduplicated_documents, *QUALITY_ASSETS, tokenizer, tokenized_documents,
-              *LABELLED_ASSETS]
-    resources = {"data": defs.resources["data"]}
+              *LABELLED_ASSETS, *TRAINING_ASSETS]
+    resources = {"data": defs.resources["data"], "pipes": defs.resources["pipes"]}
     tags = {"launched_by": "make demo"}
 
     def run(selection: list, partition_key: str | None = None) -> dg.ExecuteInJobResult:
@@ -62,6 +63,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     results.append(run([tokenizer]))  # global: trained on every partition's documents
     results += [run([tokenized_documents], key) for key in warcs]
     results.append(run(LABELLED_ASSETS))  # the labelled sets, tokenized with the tokenizer
+    results.append(run(TRAINING_ASSETS))  # base model, then continued pre-training
     return results
 
 
@@ -69,6 +71,7 @@ def summarize() -> str:
     """What the demo produced, read back from the manifests and verified."""
     from dagster_project.assets.labelled import labelled_totals
     from dagster_project.assets.quality import curation_totals
+    from dagster_project.assets.training import training_totals
     from dagster_project.definitions import defs
     from schemas import read_manifest
     from schemas.verify import find_stage_dirs, verify_stage
@@ -86,6 +89,7 @@ def summarize() -> str:
     lines += curation_totals(data)
     lines += token_totals(data)
     lines += labelled_totals(data)
+    lines += training_totals(data)
     return "\n".join(lines)
 
 
@@ -133,6 +137,9 @@ def main() -> None:
     home = ensure_dagster_home()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        from dagster_project.assets.training import POOL
+
+        instance.event_log_storage.set_concurrency_slots(POOL, 1)  # one training at a time
         results = materialize_all(instance)
         failures = [str(e.event_specific_data.error.message).strip()
                     for r in results for e in r.all_events if e.is_step_failure]
