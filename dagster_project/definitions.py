@@ -20,5 +20,5 @@ defs = dg.Definitions(
             *QUALITY_ASSETS,
             tokenizer, tokenized_documents, *LABELLED_ASSETS, *TRAINING_ASSETS],
     sensors=[landing_sensor],
-    resources={"data": DataRoot(), "pipes": dg.PipesSubprocessClient()},
+    resources={"data": DataRoot()},
 )

@@ -39,7 +39,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
               language_tagged_documents, dedup_signatures, dedup_clusters,
               deduplicated_documents, *QUALITY_ASSETS, tokenizer, tokenized_documents,
               *LABELLED_ASSETS, *TRAINING_ASSETS]
-    resources = {"data": defs.resources["data"], "pipes": defs.resources["pipes"]}
+    resources = {"data": defs.resources["data"]}
     tags = {"launched_by": "make demo"}
 
     def run(selection: list, partition_key: str | None = None) -> dg.ExecuteInJobResult:

@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             TRAINING_ASSETS, instance=instance, run_config=run_config,
-            resources={"data": DataRoot(root=str(root)), "pipes": dg.PipesSubprocessClient()},
+            resources={"data": DataRoot(root=str(root))},
             raise_on_error=False)
         yield root, result, instance
 

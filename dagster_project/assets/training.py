@@ -102,11 +102,13 @@ def _sets(cfg: dg.Config, keys: tuple[str, ...]) -> list[str]:
     return [a for item in items for a in ("--set", item)]
 
 
-def _launch(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient,
+def _launch(context: dg.AssetExecutionContext,
             command: list[str]) -> dict[str, Any]:
     """Run the trainer under Pipes; its reported metadata (empty if it reported none)."""
     context.log.info(" ".join(command))
-    invocation = pipes.run(command=command, context=context, cwd=str(PROJECT_ROOT))
+    # a client per launch: no resource to wire, so any asset selection can include training
+    invocation = dg.PipesSubprocessClient().run(command=command, context=context,
+                                               cwd=str(PROJECT_ROOT))
     reported = invocation.get_materialize_result()
     return dict(reported.metadata or {})
 
@@ -115,8 +117,8 @@ def _launch(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient,
           description="Global: a tiny Llama pre-trained from scratch on every web token shard "
                       "(`train pretrain` through Dagster Pipes) into <data_root>/models/base; "
                       "metadata: final and held-out loss, perplexity, tokens/s, loss curve.")
-def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, data: DataRoot,
-               pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
+               data: DataRoot) -> dg.MaterializeResult:
     tokens = tokens_dir(data)
     if read_manifest(tokens) is None:
         raise dg.Failure(f"{tokens} has no shards: materialize tokenized_documents first")
@@ -125,7 +127,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, data:
                "--output", str(out), "--no-resume",
                *_sets(config, ("model", "max_steps", "micro_batch_size", "lr", "warmup_steps",
                                "eval_rows", "eval_every"))]
-    metadata = _launch(context, pipes, command)
+    metadata = _launch(context, command)
     return dg.MaterializeResult(metadata={
         **metadata, "loss_curve": loss_curve(out, "base model loss"),
         "model": dg.MetadataValue.path(str(out / "model"))})
@@ -178,7 +180,7 @@ def _domain_tokens(data: DataRoot, config: DomainModelConfig) -> Path:
                       "tokens and replayed web rows (`train cpt` through Dagster Pipes) into "
                       "<data_root>/models/domain, with the forgetting monitor.")
 def domain_model(context: dg.AssetExecutionContext, config: DomainModelConfig,
-                 data: DataRoot, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+                 data: DataRoot) -> dg.MaterializeResult:
     from curate.mix import MixConfig, build_mix
 
     base = base_dir(data) / "model"
@@ -198,7 +200,7 @@ def domain_model(context: dg.AssetExecutionContext, config: DomainModelConfig,
                "--general-eval", str(general), "--eval-data", str(domain),
                "--output", str(out), "--no-resume",
                *_sets(config, ("max_steps", "micro_batch_size", "lr", "warmup_steps"))]
-    metadata = _launch(context, pipes, command)
+    metadata = _launch(context, command)
     report = json.loads((out / "cpt_report.json").read_text())
     return dg.MaterializeResult(
         metadata={**metadata, "loss_curve": loss_curve(out, "domain model loss"),
