@@ -15,33 +15,13 @@ from pathlib import Path
 
 import click
 
+from curate.cli_common import stage_options_for
 from curate.config import ConfigError, load_config
-from curate.runner import RunReport, default_workers
+from curate.runner import RunReport
 
 
 def _stage_options(kind: str) -> Callable[[Callable], Callable]:
-    """The options every stage command shares (as ``curate.cli.stage_options``)."""
-    options = [
-        click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-                     help=f"A {kind} stage folder."),
-        click.option("--output", required=True, type=click.Path(path_type=Path),
-                     help="Stage folder to write shards and _manifest.json into."),
-        click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
-                     help="Worker processes."),
-        click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
-                     help="YAML recipe (the stage's own section is used when present)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a config value; repeatable."),
-        click.option("--force", is_flag=True, help="Redo shards even when unchanged."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
-    ]
-
-    def apply(fn: Callable) -> Callable:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
+    return stage_options_for(f"A {kind} stage folder.")
 
 
 def _finish(report: RunReport, output: Path) -> None:

@@ -9,33 +9,13 @@ from :mod:`curate.cli` at import time (``curate.cli`` imports it to register the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from curate.runner import default_workers
+from curate.cli_common import stage_options_for
 
-
-def stage_options(fn: Callable) -> Callable:
-    """The options every stage command shares (as ``curate.cli.stage_options``)."""
-    options = [
-        click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-                     help="A stage folder (documents, or signals for select)."),
-        click.option("--output", required=True, type=click.Path(path_type=Path),
-                     help="Stage folder to write shards and _manifest.json into."),
-        click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
-                     help="Worker processes."),
-        click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
-                     help="YAML recipe (the stage's own section is used when present)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a config value; repeatable."),
-        click.option("--force", is_flag=True, help="Redo shards even when unchanged."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+stage_options = stage_options_for("A stage folder (documents, or signals for select).")
 
 
 @click.group("quality")

@@ -1,0 +1,86 @@
+"""What every stage command shares: its options, its run-and-report body, its summary.
+
+A module of its own (importing nothing from ``curate.cli``) so commands that live beside
+their stages (quality, PII, labelled sets) use the same options without an import cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from curate.config import ConfigError, StageConfig, load_config
+from curate.humanize import human_bytes
+from curate.runner import RunReport, Stage, WorkUnit, default_workers, run_stage
+
+
+def format_summary(report: RunReport) -> str:
+    """The one-screen summary every stage command ends with."""
+    secs = max(report.seconds, 1e-9)
+    lines = [
+        f"stage {report.stage} -> {report.output_dir}",
+        f"  shards   {report.units} total: {report.done} written, {report.skipped} unchanged "
+        f"(skipped), {len(report.failures)} failed",
+        f"  rows     in {report.rows_in:,}  kept {report.rows_kept:,}  "
+        f"rejected {report.rows_rejected:,}",
+    ]
+    for reason, count in report.reasons.most_common():
+        lines.append(f"             {count:>10,}  {reason}")
+    lines.append(f"  time     {report.seconds:.2f} s  ({report.rows_in / secs:,.0f} rows/s, "
+                 f"{human_bytes(report.input_bytes / secs)}/s of input)")
+    for unit, error in sorted(report.failures.items()):
+        lines.append(f"  FAILED   {unit}: {error}")
+    if report.failures:
+        lines.append(f"  details in {report.output_dir / '_manifest.json'} (failures); "
+                     f"fix the input and re-run: finished shards are skipped")
+    return "\n".join(lines)
+
+
+def run_stage_command(stage: Stage, config_cls: type[StageConfig],
+                      plan: Callable[[Path], list[WorkUnit]], input_path: Path, output: Path,
+                      workers: int, recipe: Path | None, overrides: tuple[str, ...],
+                      force: bool, quiet: bool) -> None:
+    """Shared body of the stage commands: config, plan, run, summary, exit code."""
+    try:
+        cfg = load_config(config_cls, recipe, overrides, section=stage.name)
+        units = plan(input_path)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not units:
+        raise click.ClickException(f"no input files found under {input_path}")
+    report = run_stage(stage, units, output, cfg, workers=workers, progress=not quiet,
+                       force=force)
+    click.echo(format_summary(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+def stage_options_for(input_help: str) -> Callable[[Callable], Callable]:
+    """The options every stage command shares, with the command's own ``--input`` help."""
+    options = [
+        click.option("--input", "input_path", required=True,
+                     type=click.Path(path_type=Path), help=input_help),
+        click.option("--output", required=True, type=click.Path(path_type=Path),
+                     help="Stage folder to write shards and _manifest.json into."),
+        click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
+                     help="Worker processes."),
+        click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
+                     help="YAML recipe (the stage's own section is used when present)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config value; repeatable."),
+        click.option("--force", is_flag=True, help="Redo shards even when unchanged."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+stage_options = stage_options_for("A dataset folder, a file, or a folder of raw files.")
