@@ -92,13 +92,10 @@ def pretrain(data: Path, output: Path, eval_data: Path | None, recipe: Path | No
     Run on several processes or GPUs with ``torchrun --nproc-per-node N -m train pretrain``.
     """
     from train.loop import train
-    from train.pipes import pipes_session, report
 
     cfg = _load(recipe, overrides)
-    with pipes_session() as pipes:
-        result = train(cfg, data, output, resume=not no_resume,
-                       eval_data={"heldout": eval_data} if eval_data else None)
-        report(pipes, result)
+    result = train(cfg, data, output, resume=not no_resume,
+                   eval_data={"heldout": eval_data} if eval_data else None)
     if _is_main():
         click.echo(_summary(result))
 
@@ -118,8 +115,6 @@ def cpt(init: Path, general_eval: Path | None, data: Path, output: Path,
     written to OUTPUT/cpt_report.json.
     """
     from train.loop import forgetting_report, train
-    from train.pipes import pipes_session
-    from train.pipes import report as pipes_report
 
     cfg = _load(recipe, ("eval_at_start=true", *overrides))
     evals = {}
@@ -127,14 +122,10 @@ def cpt(init: Path, general_eval: Path | None, data: Path, output: Path,
         evals["general"] = general_eval
     if eval_data:
         evals["domain"] = eval_data
-    with pipes_session() as pipes:
-        result = train(cfg, data, output, init=init, eval_data=evals, resume=not no_resume)
-        if _is_main():
-            report = forgetting_report(output)
-            pipes_report(pipes, result, {f"{name}_loss_delta": r["delta"]
-                                         for name, r in report["evals"].items()})
+    result = train(cfg, data, output, init=init, eval_data=evals, resume=not no_resume)
     if not _is_main():
         return
+    report = forgetting_report(output)
     click.echo(_summary(result))
     for name, r in report["evals"].items():
         click.echo(f"forgetting monitor {name}: loss {r['loss_before']:.4f} -> "

@@ -1,10 +1,11 @@
 """Training assets: a base model pre-trained on the web tokens, then a domain model from it.
 
-Both launch ``python -m train ...`` as a subprocess through Dagster Pipes
-(``PipesSubprocessClient``): the trainer stays a plain CLI (a cluster job runs the same
-command), and under Dagster ``train/pipes.py`` streams its evaluations to the run's log and
-reports the final figures as the materialization's metadata. The loss-curve PNG is drawn here
-from the run's ``metrics.jsonl`` (``train`` never imports Dagster code).
+Both launch ``python -m dagster_project.train_pipes <train command>`` as a subprocess through
+Dagster Pipes (``PipesSubprocessClient``): the trainer stays a plain CLI (a cluster job runs
+the same ``train`` command), and the small wrapper logs its evaluations to the run's log and
+reports the final figures as the materialization's metadata, read from the files it wrote.
+The loss-curve PNG is drawn here from the run's ``metrics.jsonl`` (``train`` never imports
+Dagster code).
 
 * ``base_model`` (global): ``train pretrain`` on ``web/tokens`` into ``models/base``;
 * ``domain_model`` (global): continued pre-training from the base model on a mix of a domain
@@ -80,6 +81,9 @@ def domain_model_dir(data: DataRoot) -> Path:
     return data.path / DOMAIN_MODEL_DIR
 
 
+TRAIN_UNDER_PIPES = "dagster_project.train_pipes"
+
+
 def read_metrics(output: Path) -> list[dict[str, Any]]:
     path = Path(output) / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -123,7 +127,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
     if read_manifest(tokens) is None:
         raise dg.Failure(f"{tokens} has no shards: materialize tokenized_documents first")
     out = base_dir(data)
-    command = [sys.executable, "-m", "train", "pretrain", "--data", str(tokens),
+    command = [sys.executable, "-m", TRAIN_UNDER_PIPES, "pretrain", "--data", str(tokens),
                "--output", str(out), "--no-resume",
                *_sets(config, ("model", "max_steps", "micro_batch_size", "lr", "warmup_steps",
                                "eval_rows", "eval_every"))]
@@ -196,7 +200,8 @@ def domain_model(context: dg.AssetExecutionContext, config: DomainModelConfig,
         window=8))
     plan.write(mix)
     out = domain_model_dir(data)
-    command = [sys.executable, "-m", "train", "cpt", "--init", str(base), "--data", str(mix),
+    command = [sys.executable, "-m", TRAIN_UNDER_PIPES, "cpt", "--init", str(base),
+               "--data", str(mix),
                "--general-eval", str(general), "--eval-data", str(domain),
                "--output", str(out), "--no-resume",
                *_sets(config, ("max_steps", "micro_batch_size", "lr", "warmup_steps"))]
