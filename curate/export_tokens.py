@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.mix import MappedShard, TokenStage, open_token_stage
-from schemas.shards import fsync_dir, read_shard, temp_name
+from schemas.shards import atomic_write, read_shard, replaced_folder
 
 Format = Literal["hf", "megatron", "bin"]
 FORMATS: tuple[str, ...] = ("hf", "megatron", "bin")
@@ -99,21 +97,6 @@ def _prefix(output: Path, suffixes: tuple[str, ...]) -> Path:
 
 def _with_suffix(prefix: Path, suffix: str) -> Path:
     return prefix.with_name(prefix.name + suffix)
-
-
-def _atomic_file(final: Path, write: Callable[[Any], None]) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
 
 
 def flat_dtype(stage: TokenStage, source_dtype: np.dtype) -> np.dtype:
@@ -204,11 +187,8 @@ def export_hf(stage: TokenStage, output: Path) -> ExportResult:
                               f"--output")
     if not stage.shards:
         raise ValueError(f"{stage.path}: the stage has no shards")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = temp_name(output)
-    work.mkdir()
     result = ExportResult("hf", [output])
-    try:
+    with replaced_folder(output) as work:
         n = len(stage.shards)
         files = []
         for i, path in enumerate(stage.shards):
@@ -231,23 +211,7 @@ def export_hf(stage: TokenStage, output: Path) -> ExportResult:
                 "citation": "", "homepage": "", "license": ""}
         (work / HF_STATE).write_text(json.dumps(state, indent=2) + "\n")
         (work / HF_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        _swap_dir(work, output)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return result
-
-
-def _swap_dir(new: Path, final: Path) -> None:
-    """Put ``new`` in place of ``final``; a reader sees the old folder or the new one."""
-    if final.exists():
-        old = temp_name(final)
-        os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, final)
-    fsync_dir(final.parent)
 
 
 def _write_chunks(f, chunks: Iterator[np.ndarray], dtype: np.dtype) -> int:
@@ -281,7 +245,7 @@ def export_bin(stage: TokenStage, output: Path) -> ExportResult:
         for shard in shards:
             counts.append(_write_chunks(f, shard.flat(), dtype))
 
-    _atomic_file(bin_path, write)
+    atomic_write(bin_path, write)
     documents = None
     if all(stage.index_path(s.path).exists() for s in shards):
         documents = sum(read_shard(stage.index_path(s.path), columns=["row"]).num_rows
@@ -293,7 +257,7 @@ def export_bin(stage: TokenStage, output: Path) -> ExportResult:
             "shards": [{"name": s.path.name, "rows": len(s), "tokens": c, "sha256": h}
                        for s, c, h in zip(shards, counts, stage.sha256, strict=True)]}
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic_file(meta_path, lambda f: f.write(text.encode()))
+    atomic_write(meta_path, lambda f: f.write(text.encode()))
     return ExportResult("bin", [bin_path, meta_path], rows=meta["rows"],
                         documents=documents or 0, tokens=meta["tokens"], dtype=dtype.name)
 
@@ -334,8 +298,8 @@ def export_megatron(stage: TokenStage, output: Path) -> ExportResult:
             f.write(np.ascontiguousarray(_gather(flat, starts, lengths), dtype=dtype).data)
             base += int(n_tokens)
 
-    _atomic_file(bin_path, write_bin)
-    _atomic_file(idx_path, lambda f: f.write(megatron_index(docs.lengths, dtype)))
+    atomic_write(bin_path, write_bin)
+    atomic_write(idx_path, lambda f: f.write(megatron_index(docs.lengths, dtype)))
     return ExportResult("megatron", [bin_path, idx_path], rows=sum(len(s) for s in shards),
                         documents=len(docs.lengths), tokens=int(docs.lengths.sum()),
                         dtype=dtype.name)

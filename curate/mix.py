@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from curate.config import StageConfig
 from schemas import PRETRAIN_TOKENS
 from schemas.manifest import read_manifest
-from schemas.shards import fsync_dir, temp_name
+from schemas.shards import atomic_write
 
 TOKENIZER_META = "_tokenizer.json"
 INDEX_DIR = "token_index"
@@ -291,12 +291,12 @@ class MixPlan:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         table = self.table()
-        _atomic(folder / MIX_FILE, lambda f: _write_ipc(f, table))
+        atomic_write(folder / MIX_FILE, lambda f: _write_ipc(f, table))
         meta = self.to_json()
         for entry in meta["sources"]:  # lets a data root move with its mixes
             entry["path_from_mix"] = os.path.relpath(entry["path"], folder.resolve())
         text = json.dumps(meta, indent=2) + "\n"
-        _atomic(folder / MIX_META, lambda f: f.write(text.encode()))
+        atomic_write(folder / MIX_META, lambda f: f.write(text.encode()))
         return folder
 
     def summary(self) -> str:
@@ -316,20 +316,6 @@ class MixPlan:
 def _write_ipc(f, table: pa.Table) -> None:
     with pa.ipc.new_file(f, table.schema) as writer:
         writer.write_table(table, max_chunksize=1 << 20)
-
-
-def _atomic(final: Path, write) -> None:
-    tmp = temp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
 
 
 def apportion(total: int, shares: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from curate.config import StageConfig
 from curate.runner import RunReport, Stage, StageOutput, WorkUnit, plan_shards, run_stage
 from curate.tokenize_fast import FastPath, encode_fast, fast_path_for
 from schemas import PRETRAIN_TOKENS, TOKEN_INDEX, read_shard
-from schemas.shards import fsync_dir, temp_name
+from schemas.shards import atomic_write
 
 STAGE_NAME = "tokenize"
 INDEX_DIR = "token_index"
@@ -221,12 +220,8 @@ def write_meta(out_dir: Path, cfg: TokenizeConfig) -> dict[str, Any]:
             "pad_id": tok.pad_id, "token_dtype": np.dtype(tok.token_dtype).name,
             "seq_len": cfg.seq_len, "add_bos": cfg.add_bos, "tokenizer": cfg.tokenizer,
             "tokenizer_sha256": cfg.tokenizer_sha256}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / META_NAME
-    tmp = temp_name(final)
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, final)
-    fsync_dir(out_dir)
+    text = json.dumps(meta, indent=2) + "\n"
+    atomic_write(out_dir / META_NAME, lambda f: f.write(text.encode()))
     return meta
 
 

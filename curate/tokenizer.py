@@ -23,11 +23,7 @@ vocabulary size, special token ids, the config, and the sha256 of every shard it
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -42,6 +38,7 @@ from pydantic import Field, model_validator
 from curate.config import StageConfig
 from schemas import DOCUMENTS, sha256_file, shard_paths
 from schemas.manifest import read_manifest
+from schemas.shards import replaced_folder
 from schemas.version import __version__
 
 STAGE_NAME = "tokenizer"
@@ -328,28 +325,6 @@ def _check_output(out_dir: Path) -> None:
                          "refusing to overwrite it")
 
 
-@contextlib.contextmanager
-def _fresh_folder(out_dir: Path) -> Iterator[Path]:
-    """A temp folder beside ``out_dir`` that replaces it on success (an earlier tokenizer
-    there is replaced; a folder with other content is refused)."""
-    _check_output(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{tag}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{tag}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _make_portable(path: Path) -> None:
     """Write tokenizer_config.json so transformers 4.x and 5.x both load the folder.
 
@@ -417,7 +392,7 @@ def train_tokenizer(inputs: list[Path], out_dir: Path, cfg: TokenizerConfig | No
         "chat_template": template,
         "training": {"docs": stream.docs, "chars": stream.chars, "shards": stream.used},
     }
-    with _fresh_folder(out_dir) as tmp:
+    with replaced_folder(out_dir) as tmp:
         fast.save_pretrained(str(tmp), save_jinja_files=False)
         _make_portable(tmp / "tokenizer_config.json")
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False)

@@ -7,11 +7,15 @@ the previous shard or the complete new one, never a prefix of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -72,6 +76,43 @@ def fsync_dir(path: Path) -> None:
 
 def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file through ``write(f)`` to a temp name, fsync, rename into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(final)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def replaced_folder(out_dir: Path) -> Iterator[Path]:
+    """A temp folder beside ``out_dir`` that replaces it on success, so a reader sees the old
+    folder or the new one, never a mix (a model, a tokenizer)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = out_dir.with_name(f".{out_dir.name}{TEMP_MARKER}{tag}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{tag}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_temp_file(path: Path) -> bool:

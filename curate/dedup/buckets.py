@@ -26,7 +26,7 @@ from curate.dedup import minhash
 from curate.dedup.config import DedupConfig
 from curate.dedup.signatures import signature_matrix
 from schemas import read_shard
-from schemas.shards import fsync_dir, temp_name
+from schemas.shards import atomic_write, fsync_dir, temp_name
 
 EXACT, URL, BAND = 0, 1, 2
 KIND_NAMES = {EXACT: "exact", URL: "url", BAND: "band"}
@@ -148,11 +148,8 @@ def read_done(folder: Path) -> dict | None:
 
 def write_done(folder: Path, record: dict) -> None:
     """The phase's completion record, written last and atomically: its presence means done."""
-    final = folder / DONE_NAME
-    tmp = temp_name(final)
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, final)
-    fsync_dir(folder)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / DONE_NAME, lambda f: f.write(text.encode()))
 
 
 def write_buckets(space: DocSpace, cfg: DedupConfig, out_dir: Path, partitions: int) -> dict:

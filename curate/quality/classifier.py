@@ -35,13 +35,11 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +55,7 @@ from curate.langid import LanguageModel, one_line_prefixes
 from curate.runner import Stage, StageOutput, WorkUnit
 from curate.tokenizer import training_shards
 from schemas import DOCUMENTS, read_shard, sha256_file
+from schemas.shards import replaced_folder
 from schemas.version import __version__
 
 STAGE_NAME = "quality_score"
@@ -314,28 +313,6 @@ def _check_output(out_dir: Path) -> None:
                          "curate; refusing to overwrite it")
 
 
-@contextlib.contextmanager
-def _fresh_folder(out_dir: Path) -> Iterator[Path]:
-    """A temp folder beside ``out_dir`` that replaces it on success, so a reader sees the
-    old model or the new one, never a mix."""
-    _check_output(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{tag}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{tag}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @dataclass(frozen=True)
 class ClassifierReport:
     """What :func:`train_classifier` made and how well it does on held-out documents."""
@@ -494,7 +471,7 @@ def train_classifier(positive: Sequence[Path], negative: Sequence[Path], out_dir
             "fasttext": fasttext_version(),
             "created_at": time.time(),
         }
-        with _fresh_folder(out_dir) as tmp:
+        with replaced_folder(out_dir) as tmp:
             for f in files:
                 os.replace(work_dir / f["name"], tmp / f["name"])
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n",
