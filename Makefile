@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-export DAGSTER_HOME := $(abspath .dagster_home)
+# the project's instance unless DAGSTER_HOME is given (environment or `make ui DAGSTER_HOME=...`);
+# Dagster wants it absolute
+override DAGSTER_HOME := $(abspath $(or $(DAGSTER_HOME),.dagster_home))
+export DAGSTER_HOME
 
-.PHONY: setup demo test ui bench lint clean
+.PHONY: setup system-deps demo test ui bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +23,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian programs the UI browser test (chromium) and the PostgreSQL test need. Installed when
+# we are root (as in CI); otherwise those tests say what is missing and skip.
+SYSTEM_DEPS := chromium postgresql
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:" $$missing; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    $$missing >/dev/null) || echo "warning: could not install" $$missing; \
+	else \
+	  echo "note: missing Debian packages:" $$missing "(their tests skip; install as root)"; \
+	fi
+
 demo: setup
 	$(PY) -m dagster_project.demo
 
-test: setup
+test: setup system-deps
 	$(PY) -m pytest
 
 ui: setup

@@ -10,7 +10,7 @@ that true Jaccard spreads over 0..1, with most pairs in 0.5..1 where the LSH thr
 
 ``evaluate`` scores "predicted duplicate" against "true Jaccard >= threshold" for our LSH
 (candidate iff any band key is equal), our LSH plus an exact Jaccard check, and datasketch's
-``MinHashLSH`` (its default SHA-1 hash, and our xxh32 hash, which must agree bit for bit).
+``MinHashLSH`` (its default SHA-1 hash, and our shingle hash, which must agree bit for bit).
 
 The prose is English-looking: sentences of words drawn with their frequencies in the
 project's demo corpus (``curate.demo_text``), mixed with real sentences from that corpus with
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curate.dedup.minhash import band_keys, shingles, signatures
+from curate.dedup.doc_keys import doc_keys, shingle_hash
+from curate.dedup.minhash import band_keys, shingles
 from curate.dedup.normalize import normalize, normalize_one
 from curate.demo_text import EN_SLOTS, EN_TOPICS
 
@@ -327,16 +328,15 @@ class Score:
 
 def _lsh_ours(pairs: list[Pair], bands: int, rows: int) -> np.ndarray:
     texts = pa.array([t for p in pairs for t in (p.a, p.b)], pa.large_string())
-    sig, _ = signatures(normalize(texts), num_perm=NUM_PERM, ngram=NGRAM, seed=1)
+    sig, _, _, _ = doc_keys(texts, num_perm=NUM_PERM, ngram=NGRAM, seed=1)  # the stage's path
     keys = band_keys(sig, bands, rows)
     return np.any(keys[0::2] == keys[1::2], axis=1)
 
 
 def _lsh_datasketch(pairs: list[Pair], bands: int, rows: int, hashfunc: str) -> np.ndarray:
-    import xxhash
     from datasketch import MinHash, MinHashLSH
 
-    kwargs = {"hashfunc": xxhash.xxh32_intdigest} if hashfunc == "xxh32" else {}
+    kwargs = {"hashfunc": shingle_hash} if hashfunc == "ours" else {}
     out = np.zeros(len(pairs), dtype=bool)
     sh = shingle_lists([t for p in pairs for t in (p.a, p.b)])
     for i in range(len(pairs)):
@@ -354,7 +354,7 @@ def _lsh_datasketch(pairs: list[Pair], bands: int, rows: int, hashfunc: str) -> 
 def score(pairs: list[Pair], threshold: float = 0.7, bands: int = 14, rows: int = 8,
           ) -> tuple[np.ndarray, list[Score]]:
     """(true Jaccard per pair, the methods' predictions): ours, ours + exact check,
-    datasketch with its default SHA-1 hash and with our xxh32 hash."""
+    datasketch with its default SHA-1 hash and with our shingle hash."""
     jac = np.array([p.jaccard for p in pairs])
     ours = _lsh_ours(pairs, bands, rows)
     return jac, [
@@ -362,8 +362,8 @@ def score(pairs: list[Pair], threshold: float = 0.7, bands: int = 14, rows: int 
         Score(f"ours: LSH + exact Jaccard >= {threshold}", ours & (jac >= threshold)),
         Score(f"datasketch MinHashLSH params=({bands}, {rows}), default sha1",
               _lsh_datasketch(pairs, bands, rows, "sha1")),
-        Score(f"datasketch MinHashLSH params=({bands}, {rows}), xxh32 (= our hashes)",
-              _lsh_datasketch(pairs, bands, rows, "xxh32")),
+        Score(f"datasketch MinHashLSH params=({bands}, {rows}), hashfunc=shingle_hash (= ours)",
+              _lsh_datasketch(pairs, bands, rows, "ours")),
     ]
 
 
@@ -399,7 +399,8 @@ def evaluate(pairs: list[Pair], threshold: float = 0.7, bands: int = 14, rows: i
         f"shingles of the normalised texts, exact). J columns: share predicted duplicate per "
         f"true-Jaccard bucket (recall at and above the threshold, false-positive rate below). "
         f"Ours agrees with datasketch on {agree[0]:.1%} of pairs (sha1: independent hashes) and "
-        f"{agree[1]:.1%} (xxh32: the same hashes). `python -m bench.dedup_pairs`.")
+        f"{agree[1]:.1%} (`hashfunc=doc_keys.shingle_hash`: the same hashes). "
+        "`python -m bench.dedup_pairs`.")
     return "\n".join(lines)
 
 

@@ -14,7 +14,9 @@ from bench import (
     bench_ingest,
     bench_quality,
     bench_quality_filters,
+    bench_ray,
     bench_tokenize,
+    bench_train,
     dedup_pairs,
 )
 from bench.harness import TABLE_HEADER, Comparison, machine
@@ -22,7 +24,8 @@ from bench.harness import TABLE_HEADER, Comparison, machine
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
               "crawl": bench_crawl.run, "dedup": bench_dedup.run,
-              "tokenize": bench_tokenize.run, "quality_filters": bench_quality_filters.run}
+              "tokenize": bench_tokenize.run, "quality_filters": bench_quality_filters.run,
+              "train": bench_train.run, "ray": bench_ray.run}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
 DEDUP_QUALITY = ("<!-- dedup-quality:start -->", "<!-- dedup-quality:end -->")

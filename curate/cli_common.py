@@ -14,7 +14,16 @@ import click
 
 from curate.config import ConfigError, StageConfig, load_config
 from curate.humanize import human_bytes
-from curate.runner import RunReport, Stage, WorkUnit, default_workers, run_stage
+from curate.runner import (
+    Backend,
+    RunReport,
+    Stage,
+    WorkUnit,
+    default_workers,
+    resolve_backend,
+    run_stage,
+    set_default_backend,
+)
 
 
 def format_summary(report: RunReport) -> str:
@@ -58,6 +67,17 @@ def run_stage_command(stage: Stage, config_cls: type[StageConfig],
         sys.exit(1)
 
 
+def _backend_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Record ``--backend`` / ``--ray-address`` as the process's default backend, so every
+    stage a command runs (all four dedup phases, say) goes there without a new parameter."""
+    if "curate.backend_before" not in ctx.meta:  # restored when the command ends
+        ctx.meta["curate.backend_before"] = resolve_backend(None)
+        ctx.call_on_close(lambda: set_default_backend(ctx.meta["curate.backend_before"]))
+    ctx.meta[f"curate.{param.name}"] = value
+    kind = ctx.meta.get("curate.backend") or "local"
+    set_default_backend(Backend(kind, ctx.meta.get("curate.ray_address")))
+
+
 def stage_options_for(input_help: str) -> Callable[[Callable], Callable]:
     """The options every stage command shares, with the command's own ``--input`` help."""
     options = [
@@ -66,7 +86,14 @@ def stage_options_for(input_help: str) -> Callable[[Callable], Callable]:
         click.option("--output", required=True, type=click.Path(path_type=Path),
                      help="Stage folder to write shards and _manifest.json into."),
         click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
-                     help="Worker processes."),
+                     help="Worker processes (local backend; Ray uses the cluster's CPUs)."),
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True, expose_value=False, callback=_backend_option,
+                     help="Run shards in a local process pool or as tasks on a Ray cluster."),
+        click.option("--ray-address", metavar="ADDR", expose_value=False,
+                     callback=_backend_option,
+                     help="Ray cluster to use with --backend ray (ray://host:10001, host:6379 "
+                          "or auto; default RAY_ADDRESS, else a local Ray)."),
         click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
                      help="YAML recipe (the stage's own section is used when present)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

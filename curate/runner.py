@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -79,6 +79,36 @@ class Stage:
     preload: tuple[str, ...] = ()
     """Modules the pool's fork server imports before forking workers (beside the stage's own
     module): a module that warms compiled kernels there saves every worker the warm-up."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where units run: ``local`` (this machine's process pool) or ``ray`` (a Ray cluster at
+    ``address``: ``ray://host:10001``, ``host:6379``, ``auto``; none starts a local Ray)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+
+
+_default_backend = Backend()
+
+
+def set_default_backend(backend: Backend) -> None:
+    """The backend ``run_stage`` uses when given none (what the CLI's ``--backend`` sets, so
+    commands that run several stages, like dedup, run all of them there)."""
+    global _default_backend
+    _default_backend = backend
+
+
+def resolve_backend(backend: Backend | str | None) -> Backend:
+    """A backend from an explicit value, a kind name, or the process default."""
+    if backend is None:
+        return _default_backend
+    if isinstance(backend, str):
+        if backend not in ("local", "ray"):
+            raise ValueError(f"unknown backend {backend!r}: use local or ray")
+        return Backend(backend)  # type: ignore[arg-type]
+    return backend
 
 
 class StageFailed(RuntimeError):
@@ -182,8 +212,14 @@ def _reason_counts(rejected: pa.Table) -> dict[str, int]:
 
 
 def process_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
-                 known_inputs: dict[str, dict] | None = None) -> UnitResult:
-    """Run the stage on one unit and write its shards; never raises for a bad unit."""
+                 known_inputs: dict[str, dict] | None = None,
+                 place: Callable[[str], Path] | None = None) -> UnitResult:
+    """Run the stage on one unit and write its shards; never raises for a bad unit.
+
+    ``place(name)`` is where the file the manifest calls ``name`` is written (default: its
+    final path); a remote worker writes to temp names that the committing process renames.
+    """
+    target = place or (lambda rel: out_dir / rel)
     started = time.time()
     t0 = time.perf_counter()
     try:
@@ -194,22 +230,23 @@ def process_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
         if out.rows_in != n_kept + rejected.num_rows:
             raise StageFailed(f"rows not conserved: in {out.rows_in} != kept {n_kept} "
                               f"+ rejected {rejected.num_rows}")
-        info = write_shard(kept, out_dir / unit.name, stage.output_kind)
+        info = write_shard(kept, target(unit.name), stage.output_kind)
         rejected_info = None
         if rejected.num_rows:
             rel = f"{REJECTED_DIR}/{unit.name}"
-            written = write_shard(rejected, out_dir / rel, REJECTED)
+            written = write_shard(rejected, target(rel), REJECTED)
             rejected_info = {**written.to_json(), "name": rel}
         extras = {}
         for extra, (table, kind) in sorted(out.extras.items()):
             rel = f"{extra}/{unit.name}"
-            written = write_shard(table, out_dir / rel, kind)
+            written = write_shard(table, target(rel), kind)
             extras[extra] = {**written.to_json(), "name": rel, "kind": kind.name}
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
         return UnitResult(unit.name, error=f"{type(exc).__name__}: {exc}", traceback=tb)
     entry = {
         **info.to_json(),
+        "name": Path(unit.name).name,
         "rows_in": out.rows_in,
         **({"rows_kept": n_kept} if out.kept_rows is not None else {}),
         "rows_rejected": rejected.num_rows,
@@ -257,12 +294,14 @@ def run_unit(stage: Stage, unit: WorkUnit, out_dir: Path, cfg: StageConfig,
     entry = manifest.shards.get(unit.name) if manifest else None
     if not force and is_current(out_dir, entry, unit, stage, cfg):
         return UnitResult(unit.name, entry=entry, skipped=True)
-    result = process_unit(stage, unit, out_dir, cfg, _known(entry))
+    result = process_unit(stage, unit, out_dir, cfg, recorded_inputs(entry))
     commit(out_dir, stage, result)
     return result
 
 
-def _known(entry: dict[str, Any] | None) -> dict[str, dict] | None:
+def recorded_inputs(entry: dict[str, Any] | None) -> dict[str, dict] | None:
+    """The input fingerprints of a manifest entry by path (so unchanged inputs aren't
+    hashed again)."""
     return {i["path"]: i for i in entry["inputs"]} if entry else None
 
 
@@ -276,8 +315,13 @@ def _check_names(units: Sequence[WorkUnit]) -> None:
 
 
 def run_stage(stage: Stage, units: Iterable[WorkUnit], out_dir: Path, cfg: StageConfig,
-              workers: int = 1, progress: bool = True, force: bool = False) -> RunReport:
-    """Run ``stage`` over ``units`` into ``out_dir``; failures are recorded, not raised."""
+              workers: int = 1, progress: bool = True, force: bool = False,
+              backend: Backend | str | None = None) -> RunReport:
+    """Run ``stage`` over ``units`` into ``out_dir``; failures are recorded, not raised.
+
+    ``workers`` sizes the local pool; on Ray the cluster's CPUs decide (see ``Backend``).
+    """
+    chosen = resolve_backend(backend)
     units = list(units)
     _check_names(units)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -308,9 +352,14 @@ def run_stage(stage: Stage, units: Iterable[WorkUnit], out_dir: Path, cfg: Stage
                         failed=len(report.failures))
 
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if chosen.kind == "ray" and todo:
+            from curate.ray_backend import run_units
+
+            run_units(stage, todo, out_dir, cfg, recorded, finish, chosen.address)
+        elif workers <= 1 or len(todo) <= 1:
             for unit in todo:
-                finish(process_unit(stage, unit, out_dir, cfg, _known(recorded.get(unit.name))))
+                finish(process_unit(stage, unit, out_dir, cfg,
+                                    recorded_inputs(recorded.get(unit.name))))
         else:
             _run_pool(stage, todo, out_dir, cfg, workers, recorded, finish)
     finally:
@@ -346,9 +395,13 @@ def _run_group(ctx, stage: Stage, group: list[WorkUnit], workers: int, out_dir: 
                finish: Callable[[UnitResult], None]) -> list[WorkUnit]:
     """Run a group in one pool; returns the units lost to a broken pool."""
     broken = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(group)), mp_context=ctx) as pool:
+    # the fork server is started once per process with the first pool's preload list; a
+    # later stage's kernels would then load in every task, so each worker imports them once
+    modules = (stage.process.__module__, *stage.preload)
+    with ProcessPoolExecutor(max_workers=min(workers, len(group)), mp_context=ctx,
+                             initializer=_import_all, initargs=(modules,)) as pool:
         pending = {pool.submit(process_unit, stage, u, out_dir, cfg,
-                               _known(recorded.get(u.name))): u for u in group}
+                               recorded_inputs(recorded.get(u.name))): u for u in group}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -358,6 +411,14 @@ def _run_group(ctx, stage: Stage, group: list[WorkUnit], workers: int, out_dir: 
                 except BrokenProcessPool:
                     broken.append(unit)
     return broken
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    """Pool initializer: import (and so warm) the stage's modules; free when preloaded."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
 
 
 def plan_shards(input_dir: Path) -> list[WorkUnit]:

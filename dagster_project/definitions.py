@@ -12,6 +12,8 @@ from dagster_project.assets.quality import QUALITY_ASSETS
 from dagster_project.assets.tokens import tokenized_documents, tokenizer
 from dagster_project.assets.training import TRAINING_ASSETS
 from dagster_project.assets.web import crawled_warcs, extracted_documents, language_tagged_documents
+from dagster_project.automation import recrawl_schedule, warc_sensor
+from dagster_project.ray_resource import RayBackend
 from dagster_project.resources import DataRoot
 
 defs = dg.Definitions(
@@ -19,6 +21,7 @@ defs = dg.Definitions(
             language_tagged_documents, dedup_signatures, dedup_clusters, deduplicated_documents,
             *QUALITY_ASSETS,
             tokenizer, tokenized_documents, *LABELLED_ASSETS, *TRAINING_ASSETS],
-    sensors=[landing_sensor],
-    resources={"data": DataRoot()},
+    sensors=[landing_sensor, warc_sensor],
+    schedules=[recrawl_schedule],
+    resources={"data": DataRoot(), "ray_backend": RayBackend()},
 )

@@ -172,12 +172,30 @@ def write_shard(table: pa.Table, path: Path, kind: RecordKind,
 
 
 def read_shard(path: Path, memory_map: bool = True, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard; memory-mapped by default so uncompressed shards cost no copy."""
+    """Read a shard; memory-mapped by default so uncompressed shards cost no copy.
+
+    ``columns`` are the only ones read (and decompressed): the others' buffers are skipped,
+    so asking for ``id`` of a documents shard does not decompress its texts.
+    """
     source = pa.memory_map(str(path), "r") if memory_map else pa.OSFile(str(path), "rb")
     with source:
-        reader = pa.ipc.open_file(source)
-        table = reader.read_all()
+        options = None
+        if columns is not None:
+            names = pa.ipc.open_file(source).schema.names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise KeyError(f"{path.name} has no column {', '.join(missing)} "
+                               f"(columns: {', '.join(names)})")
+            options = pa.ipc.IpcReadOptions(included_fields=sorted({names.index(c)
+                                                                    for c in columns}))
+        table = pa.ipc.open_file(source, options=options).read_all()
     return table.select(columns) if columns is not None else table
+
+
+def shard_schema(path: Path) -> pa.Schema:
+    """A shard's schema, from its footer (no data is read)."""
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).schema
 
 
 def sha256_file(path: Path) -> str:

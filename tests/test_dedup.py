@@ -14,7 +14,7 @@ import xxhash
 from datasketch import MinHash
 
 from curate.config import StageConfig
-from curate.dedup import minhash
+from curate.dedup import doc_keys, minhash
 from curate.dedup.buckets import plan_partitions
 from curate.dedup.config import DedupConfig
 from curate.dedup.normalize import Normalization, normalize, normalize_one
@@ -162,6 +162,53 @@ def test_normalize_kernel_matches_reference(how: Normalization) -> None:
                       for _ in range(500)]
     got = normalize(pa.array(texts), how).to_pylist()
     assert got == [normalize_one(t, how) for t in texts]
+
+
+UNICODE_SOUP = list("abcXYZ ÀéÑİẞΣΑ,.!?-–—'\"\t\n0123456789٣北京カ\u0301\u0903\u200b$€😀\u212a"
+                    "\U00010400\U00030001\U000e0001\U000e0100\x00")
+
+
+@pytest.mark.parametrize("how", [Normalization(), Normalization(strip_accents=True),
+                                 Normalization(False, False, False, False)])
+def test_one_pass_keys_equal_the_two_pass_words(how: Normalization) -> None:
+    """The fused pass sees exactly the words of ``normalize``: same shingle counts, the
+    datasketch signature with ``hashfunc=shingle_hash`` over the normalised shingles, and the
+    text key of the normalised text (which is empty exactly when the text is)."""
+    rng = random.Random(11)
+    texts = TRICKY + [None] + ["".join(rng.choice(UNICODE_SOUP) for _ in range(rng.randint(0, 60)))
+                               for _ in range(300)]
+    sig, counts, hashes, present = doc_keys.doc_keys(pa.array(texts, pa.string()), how,
+                                                     num_perm=16, ngram=3, seed=7)
+    normalized = normalize(pa.array(texts, pa.string()), how).to_pylist()
+    for i, text in enumerate(normalized):
+        shingles = minhash.shingles(text, 3)
+        ref = MinHash(num_perm=16, seed=7, hashfunc=doc_keys.shingle_hash)
+        ref.update_batch(shingles)
+        assert counts[i] == len(shingles), texts[i]
+        assert np.array_equal(ref.hashvalues.astype(np.uint64), sig[i].astype(np.uint64))
+        assert present[i] == bool(text)
+        if text:
+            assert int(hashes[i]) == doc_keys.text_hash(text)
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_word_hash_signatures_equal_datasketch(scheme: str) -> None:
+    rng = random.Random(3)
+    texts = [_text(rng, rng.randint(0, 40)) for _ in range(40)] + ["", "One", "a b, c d"]
+    sig, counts, _, _ = doc_keys.doc_keys(pa.array(texts), num_perm=112, ngram=5, seed=42,
+                                          scheme=scheme)
+    for i, text in enumerate(normalize(pa.array(texts)).to_pylist()):
+        ref = MinHash(num_perm=112, seed=42, scheme=scheme, hashfunc=doc_keys.shingle_hash)
+        ref.update_batch(minhash.shingles(text, 5))
+        assert np.array_equal(ref.hashvalues.astype(np.uint64), sig[i].astype(np.uint64))
+
+
+def test_text_keys_separate_what_normalisation_separates() -> None:
+    texts = ["The cat, sat.", "the CAT sat", "the cat sat on", "cat the sat", "thecat sat",
+             "Année 2024", "année 1999", "année 19 99"]
+    _, _, hashes, _ = doc_keys.doc_keys(pa.array(texts))
+    assert hashes[0] == hashes[1] and hashes[5] == hashes[6]
+    assert len({int(h) for h in hashes[1:5]}) == 4 and hashes[6] != hashes[7]
 
 
 def test_normalize_examples() -> None:

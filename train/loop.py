@@ -368,6 +368,7 @@ def train(cfg: TrainConfig, data: Path, output: Path, *, init: str | Path | None
     while step < last:
         t0 = time.perf_counter()
         micro, total = batches.next_step()
+        data_s = time.perf_counter() - t0
         loss_sum = accumulate_gradients(fwd_model, micro, total, d.world, device, autocast)
         n = sum(b.tokens for b in micro)
         grad_norm = (torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
@@ -385,6 +386,7 @@ def train(cfg: TrainConfig, data: Path, output: Path, *, init: str | Path | None
         if step % cfg.log_every == 0 or step == last:
             rec = {"step": step, "loss": loss, "lr": lr, "tokens": step_tokens,
                    "tokens_per_s": step_tokens / dt if dt > 0 else 0.0,
+                   "data_wait": data_s / dt if dt > 0 else 0.0,
                    "epoch": batches.epoch, "grad_norm": float(grad_norm)
                    if grad_norm is not None else None}
             if peak:

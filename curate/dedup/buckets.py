@@ -152,6 +152,33 @@ def write_done(folder: Path, record: dict) -> None:
     atomic_write(folder / DONE_NAME, lambda f: f.write(text.encode()))
 
 
+def scatter_shard(path: Path, first_doc: int, cfg: DedupConfig, partitions: int,
+                  ) -> tuple[list[pa.RecordBatch | None], np.ndarray, dict[str, int]]:
+    """One signatures shard's keys split by partition (``None`` where it has none), the
+    per-partition counts and the per-kind counts: the map side of the scatter."""
+    keys, docs, kinds = shard_keys(read_shard(path), first_doc, cfg)
+    by_kind = {name: int(np.count_nonzero(kinds == kind)) for kind, name in KIND_NAMES.items()}
+    part = (keys % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    sizes = np.bincount(part, minlength=partitions)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    pieces: list[pa.RecordBatch | None] = [None] * partitions
+    for p in np.flatnonzero(sizes):
+        take = order[bounds[p]:bounds[p + 1]]
+        pieces[p] = pa.record_batch(
+            [pa.array(keys[take]), pa.array(docs[take]), pa.array(kinds[take])],
+            schema=BUCKET_SCHEMA)
+    return pieces, sizes, by_kind
+
+
+def buckets_record(space: DocSpace, cfg: DedupConfig, partitions: int, counts: np.ndarray,
+                   by_kind: dict[str, int]) -> dict:
+    """The completion record of the bucket phase."""
+    return {"key": bucket_key(space, cfg, partitions), "partitions": partitions,
+            "documents": space.n_docs, "keys": int(counts.sum()), "keys_by_kind": by_kind,
+            "largest_partition": int(counts.max(initial=0))}
+
+
 def write_buckets(space: DocSpace, cfg: DedupConfig, out_dir: Path, partitions: int) -> dict:
     """Scatter all keys into ``partitions`` files; returns the completion record."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,18 +192,13 @@ def write_buckets(space: DocSpace, cfg: DedupConfig, out_dir: Path, partitions: 
     by_kind = dict.fromkeys(KIND_NAMES.values(), 0)
     try:
         for shard, first in zip(space.shards, space.offsets[:-1], strict=True):
-            keys, docs, kinds = shard_keys(read_shard(shard.path), int(first), cfg)
-            for kind, name in KIND_NAMES.items():
-                by_kind[name] += int(np.count_nonzero(kinds == kind))
-            part = (keys % np.uint64(partitions)).astype(np.int64)
-            order = np.argsort(part, kind="stable")
-            sizes = np.bincount(part, minlength=partitions)
-            bounds = np.concatenate([[0], np.cumsum(sizes)])
-            for p in np.flatnonzero(sizes):
-                take = order[bounds[p]:bounds[p + 1]]
-                writers[p].write_batch(pa.record_batch(
-                    [pa.array(keys[take]), pa.array(docs[take]), pa.array(kinds[take])],
-                    schema=BUCKET_SCHEMA))
+            pieces, sizes, shard_by_kind = scatter_shard(shard.path, int(first), cfg,
+                                                         partitions)
+            for p, piece in enumerate(pieces):
+                if piece is not None:
+                    writers[p].write_batch(piece)
+            for name, n in shard_by_kind.items():
+                by_kind[name] += n
             counts += sizes
         for writer, sink in zip(writers, sinks, strict=True):
             writer.close()
@@ -188,9 +210,7 @@ def write_buckets(space: DocSpace, cfg: DedupConfig, out_dir: Path, partitions: 
             tmp.unlink(missing_ok=True)
         raise
     fsync_dir(out_dir)
-    record = {"key": bucket_key(space, cfg, partitions), "partitions": partitions,
-              "documents": space.n_docs, "keys": int(counts.sum()), "keys_by_kind": by_kind,
-              "largest_partition": int(counts.max(initial=0))}
+    record = buckets_record(space, cfg, partitions, counts, by_kind)
     write_done(out_dir, record)
     return record
 

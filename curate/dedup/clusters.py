@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,14 @@ def _link(space: DocSpace, cfg: DedupConfig, buckets_dir: Path, partitions: int,
                        pair_a, pair_b)
         candidates_a.append(pair_a[:n])
         candidates_b.append(pair_b[:n])
+    return finish_links(parent, candidates_a, candidates_b, space, cfg, texts, report)
+
+
+def finish_links(parent: np.ndarray, candidates_a: list[np.ndarray],
+                 candidates_b: list[np.ndarray], space: DocSpace, cfg: DedupConfig,
+                 texts: dict[str, Path], report: ClusterReport) -> np.ndarray:
+    """Unite the candidate pairs that pass the Jaccard check; returns each document's root
+    (the smallest document of its cluster, whatever order the unions came in)."""
     if cfg.jaccard_check:
         a = np.concatenate(candidates_a)
         b = np.concatenate(candidates_b)
@@ -272,12 +281,17 @@ def _reasons(members: np.ndarray, keepers: np.ndarray, space: DocSpace,
 
 
 def write_clusters(space: DocSpace, cfg: DedupConfig, buckets_dir: Path, partitions: int,
-                   out_dir: Path, texts: dict[str, Path], key: str) -> ClusterReport:
-    """Cluster every document and write one ``dup_clusters`` shard per new shard."""
+                   out_dir: Path, texts: dict[str, Path], key: str,
+                   link: Callable[..., np.ndarray] | None = None) -> ClusterReport:
+    """Cluster every document and write one ``dup_clusters`` shard per new shard.
+
+    ``link`` finds the roots (default: partition by partition here; the Ray backend passes
+    one that links partitions in tasks).
+    """
     t0 = time.perf_counter()
     report = ClusterReport(documents=space.n_docs,
                            new_documents=sum(s.rows for s in space.shards if not s.prior))
-    roots = _link(space, cfg, buckets_dir, partitions, texts, report)
+    roots = (link or _link)(space, cfg, buckets_dir, partitions, texts, report)
     keeper = choose_keepers(roots, space, cfg)
     sizes = np.bincount(roots, minlength=len(roots))
     in_cluster = sizes[roots] > 1

@@ -27,8 +27,11 @@ class SignatureConfig(StageConfig):
     """Seed of the permutations (datasketch's ``MinHash(seed=...)``)."""
     scheme: Literal["affine32", "legacy"] = "affine32"
     """datasketch's permutation scheme: affine32 (datasketch >= 2.0) or legacy (< 2.0)."""
-    hash_function: Literal["xxh32", "sha1"] = "xxh32"
-    """Shingle hash: xxh32 (compiled, fast) or sha1 (datasketch's default, in Python, slow)."""
+    hash_function: Literal["words", "xxh32", "sha1"] = "words"
+    """Shingle hash: ``words`` (each word hashed once as the text is normalised, shingles
+    combine their words' hashes: one pass, fastest; datasketch equals it with
+    ``hashfunc=doc_keys.shingle_hash``), ``xxh32`` of each shingle's bytes (datasketch with
+    ``hashfunc=xxhash.xxh32_intdigest``) or ``sha1`` (datasketch's default, in Python, slow)."""
     lowercase: bool = True
     remove_punctuation: bool = True
     normalize_digits: bool = True

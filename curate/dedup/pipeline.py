@@ -13,6 +13,7 @@ index afterwards under ``index_label``.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from curate.dedup.clusters import ClusterReport, cluster_key, write_clusters
 from curate.dedup.config import DedupConfig
 from curate.dedup.remove import REMOVE
 from curate.dedup.signatures import SIGNATURES
-from curate.runner import RunReport, WorkUnit, plan_shards, run_stage
+from curate.runner import Backend, RunReport, WorkUnit, plan_shards, resolve_backend, run_stage
 from schemas import MINHASH_SIGNATURES, read_manifest, read_shard, write_shard
 from schemas.manifest import MANIFEST_NAME, Manifest, locked_manifest
 from schemas.version import __version__
@@ -128,7 +129,7 @@ class DedupReport:
 
 def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
                    progress: bool = False, report: DedupReport | None = None,
-                   ) -> list[WorkUnit]:
+                   backend: Backend | str | None = None) -> list[WorkUnit]:
     """Units over a documents stage folder; raw files (JSONL with id/text, ...) are ingested
     into ``<output>/ingested`` first, so broken rows are recorded there, not lost."""
     input_path = Path(input_path)
@@ -141,7 +142,7 @@ def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
     if layout.ingested is None:
         raise ValueError(f"{input_path} is not a documents stage folder")
     ingested = run_stage(INGEST, plan_ingest(input_path), layout.ingested, IngestConfig(),
-                       workers=workers, progress=progress)
+                         workers=workers, progress=progress, backend=backend)
     if not ingested.ok:
         raise ValueError(f"ingesting {input_path} failed: {ingested.failures}")
     if report is not None:
@@ -184,16 +185,27 @@ def _clear(folder: Path) -> None:
 
 
 def run_signatures(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
-                   workers: int = 1, progress: bool = False, force: bool = False) -> RunReport:
+                   workers: int = 1, progress: bool = False, force: bool = False,
+                   backend: Backend | str | None = None) -> RunReport:
     """Phase 1 over all units (unchanged shards are skipped)."""
     return run_stage(SIGNATURES, units, layout.signatures, cfg.signature_config(),
-                     workers=workers, progress=progress, force=force)
+                     workers=workers, progress=progress, force=force, backend=backend)
 
 
 def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
                report: DedupReport, index_dir: Path | None = None, label: str = "",
-               force: bool = False) -> DedupReport:
-    """Phases 2 and 3 over the signatures of ``units``; each skipped when its record matches."""
+               force: bool = False, backend: Backend | str | None = None) -> DedupReport:
+    """Phases 2 and 3 over the signatures of ``units``; each skipped when its record matches.
+
+    On the Ray backend both run as tasks (:mod:`curate.dedup.ray_dedup`), same results.
+    """
+    chosen = resolve_backend(backend)
+    scatter, link = write_buckets, None
+    if chosen.kind == "ray":
+        from curate.dedup import ray_dedup
+
+        scatter = functools.partial(ray_dedup.write_buckets, address=chosen.address)
+        link = ray_dedup.make_link(chosen.address)
     space = doc_space(units, layout.signatures, index_dir, label,
                       cfg.signature_config().config_hash())
     t = time.perf_counter()
@@ -204,7 +216,7 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
     if not force and done is not None and done["key"] == bkey and present:
         report.buckets, report.buckets_skipped = done, True
     else:
-        report.buckets = write_buckets(space, cfg, layout.buckets, partitions)
+        report.buckets = scatter(space, cfg, layout.buckets, partitions)
     report.phase_seconds["buckets"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -217,7 +229,7 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
         _clear(layout.clusters)
         texts = {u.name: u.inputs[0] for u in units}
         report.clusters = write_clusters(space, cfg, layout.buckets, partitions,
-                                         layout.clusters, texts, ckey)
+                                         layout.clusters, texts, ckey, link)
         write_done(layout.clusters, {"key": ckey, "report": report.clusters.to_json()})
     report.phase_seconds["clusters"] = time.perf_counter() - t
     return report
@@ -230,24 +242,27 @@ def removal_unit(unit: WorkUnit, layout: DedupLayout) -> WorkUnit:
 
 def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int = 1,
               index_dir: Path | None = None, index_label: str | None = None,
-              progress: bool = False, force: bool = False) -> DedupReport:
-    """Deduplicate a documents dataset (or raw files) into ``output_dir``/documents."""
+              progress: bool = False, force: bool = False,
+              backend: Backend | str | None = None) -> DedupReport:
+    """Deduplicate a documents dataset (or raw files) into ``output_dir``/documents; every
+    phase runs on ``backend`` (default: the process default, see ``set_default_backend``)."""
+    backend = resolve_backend(backend)
     layout = DedupLayout.under(output_dir)
     report = DedupReport()
     label = index_label or Path(output_dir).resolve().name
     t = time.perf_counter()
-    units = plan_documents(input_path, layout, workers, progress, report)
+    units = plan_documents(input_path, layout, workers, progress, report, backend)
     if not units:
         raise ValueError(f"no documents shards found under {input_path}")
-    report.signatures = run_signatures(units, layout, cfg, workers, progress, force)
+    report.signatures = run_signatures(units, layout, cfg, workers, progress, force, backend)
     report.phase_seconds["signatures"] = time.perf_counter() - t
     if not report.signatures.ok:
         return report
-    run_global(units, layout, cfg, report, index_dir, label, force)
+    run_global(units, layout, cfg, report, index_dir, label, force, backend)
     t = time.perf_counter()
     report.removal = run_stage(REMOVE, [removal_unit(u, layout) for u in units],
                                layout.documents, REMOVAL_CONFIG, workers=workers,
-                               progress=progress, force=force)
+                               progress=progress, force=force, backend=backend)
     report.phase_seconds["removal"] = time.perf_counter() - t
     if index_dir is not None and report.ok:
         report.index_added = update_index(index_dir, label, units, layout,

@@ -14,10 +14,12 @@ import pyarrow.compute as pc
 
 from curate.dedup import minhash
 from curate.dedup.config import SignatureConfig
+from curate.dedup.doc_keys import doc_keys
 from curate.dedup.normalize import normalize
 from curate.dedup.urls import normalize_urls
 from curate.runner import Stage, StageOutput, WorkUnit
 from schemas import MINHASH_SIGNATURES, read_shard
+from schemas.shards import shard_schema
 
 STAGE_NAME = "dedup_signatures"
 
@@ -44,11 +46,18 @@ def score_values(table: pa.Table, cfg: SignatureConfig) -> pa.Array:
 def compute_signatures(table: pa.Table, cfg: SignatureConfig) -> pa.Table:
     """The signatures table of one documents table (same rows, same order)."""
     text = table.column("text")
-    normalized = normalize(text, cfg.normalization)
-    sig, counts = minhash.signatures(normalized, cfg.num_perm, cfg.ngram, cfg.seed, cfg.scheme,
-                                     cfg.hash_function)
+    if cfg.hash_function == "words":
+        sig, counts, hashes, text_present = doc_keys(text, cfg.normalization, cfg.num_perm,
+                                                     cfg.ngram, cfg.seed, cfg.scheme)
+        text_hash = pa.array(hashes, pa.uint64(), mask=~text_present)
+    else:
+        normalized = normalize(text, cfg.normalization)
+        sig, counts = minhash.signatures(normalized, cfg.num_perm, cfg.ngram, cfg.seed,
+                                         cfg.scheme, cfg.hash_function)
+        text_present = pc.greater(pc.binary_length(normalized), 0).to_numpy(
+            zero_copy_only=False)
+        text_hash = _nullable_hash(normalized, text_present)
     lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
-    text_present = pc.greater(pc.binary_length(normalized), 0).to_numpy(zero_copy_only=False)
     if "url" in table.column_names:
         urls = normalize_urls(table.column("url"))
         url_present = pc.is_valid(urls).to_numpy(zero_copy_only=False)
@@ -61,7 +70,7 @@ def compute_signatures(table: pa.Table, cfg: SignatureConfig) -> pa.Table:
         "n_chars": pa.array(lengths.astype(np.int64)),
         "score": score_values(table, cfg),
         "n_shingles": pa.array(counts),
-        "text_hash": _nullable_hash(normalized, text_present),
+        "text_hash": text_hash,
         "url_hash": _nullable_hash(urls, url_present),
         "minhash": pa.ListArray.from_arrays(offsets, pa.array(sig.reshape(-1))),
     })
@@ -77,11 +86,13 @@ def signature_matrix(table: pa.Table, num_perm: int) -> np.ndarray:
 def signatures_unit(unit: WorkUnit, cfg: SignatureConfig) -> StageOutput:
     """One documents shard in, its signatures shard out (nothing is rejected here)."""
     (path,) = unit.inputs
-    table = read_shard(path)
+    names = shard_schema(path).names  # read only what the keys need: no other column's
+    optional = [c for c in ("url", cfg.score_column) if c and c in names]  # decompression
+    table = read_shard(path, columns=list(dict.fromkeys(["id", "text", *optional])))
     return StageOutput(kept=compute_signatures(table, cfg),
                        rejected=pa.table({"id": pa.array([], pa.string())}),
                        rows_in=table.num_rows)
 
 
-SIGNATURES = Stage(name=STAGE_NAME, version="1", output_kind=MINHASH_SIGNATURES,
+SIGNATURES = Stage(name=STAGE_NAME, version="2", output_kind=MINHASH_SIGNATURES,
                    process=signatures_unit, preload=("curate.dedup.warm",))

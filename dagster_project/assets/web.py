@@ -2,7 +2,9 @@
 # No `from __future__ import annotations`: Dagster reads the config annotations at runtime.
 
 import contextlib
+import fcntl
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,11 +32,42 @@ CrawlRunConfig = dagster_config(
         "Serve <data_root>/demo/site on loopback (at the base URL it was generated for) while "
         "crawling it; loopback is allowed and robots.txt's crawl delay applies."))),
     seeds=(list[str], Field(default=[], description=(
-        "Start URLs. Empty with demo_site on: the demo site's home page."))))
+        "Start URLs. Empty with demo_site on: the demo site's home page."))),
+    recrawl=(bool, Field(default=False, description=(
+        "Fetch every page again: the old frontier is kept under frontiers/ and a new one "
+        "starts from the seeds. Off: continue the crawl where it stopped. New WARC files "
+        "continue the numbering, so each one becomes a new partition."))))
+# The crawl is the one network-bound asset: retry it, backing off, before giving up.
+CRAWL_RETRIES = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL,
+                               jitter=dg.Jitter.PLUS_MINUS)
+
+
+def crawl_dir(data: DataRoot) -> Path:
+    return data.stage_dir(DATASET, "crawl")
 
 
 def warc_dir(data: DataRoot) -> Path:
-    return data.stage_dir(DATASET, "crawl") / "warc"
+    return crawl_dir(data) / "warc"
+
+
+def archive_frontier(out: Path) -> Path | None:
+    """Move ``frontier.sqlite`` aside (under ``frontiers/``) so the next crawl starts afresh.
+
+    Refuses while a crawl holds the folder's lock: its frontier is in use.
+    """
+    if not (out / "frontier.sqlite").exists():
+        return None
+    with open(out / ".lock", "wb") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise dg.Failure(f"a crawl is running in {out}; recrawl after it ends") from None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        archive = out / "frontiers" / f"frontier-{stamp}.sqlite"
+        archive.parent.mkdir(exist_ok=True)
+        for part in sorted(out.glob("frontier.sqlite*")):  # the database and its WAL files
+            part.rename(archive.parent / part.name.replace("frontier.sqlite", archive.name))
+    return archive
 
 
 def warc_keys(data: DataRoot) -> list[str]:
@@ -59,20 +92,21 @@ def _demo_server(data: DataRoot, enabled: bool):
 
 
 @dg.asset(group_name=DATASET, kinds={"warc"}, deps=["demo_site"],
-          retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+          retry_policy=CRAWL_RETRIES,
           description="A polite crawl (robots.txt, per-host delays, scope rules) written as WARC "
                       "files; each new WARC file becomes a partition of the documents assets.")
 def crawled_warcs(context: dg.AssetExecutionContext, config: CrawlRunConfig,
                   data: DataRoot) -> dg.MaterializeResult:
     settings = config.model_dump()
     demo = settings.pop("demo_site")
+    if settings.pop("recrawl") and (archived := archive_frontier(crawl_dir(data))):
+        context.log.info(f"recrawl: previous frontier kept as {archived}")
     with _demo_server(data, demo) as base_url:
         if demo:
             settings["seeds"] = settings["seeds"] or [f"{base_url}/"]
             settings["allow_private_addresses"] = True
             settings["per_host_delay"] = 0.0
-        report = crawl(CrawlConfig.model_validate(settings), data.stage_dir(DATASET, "crawl"),
-                       progress=False)
+        report = crawl(CrawlConfig.model_validate(settings), crawl_dir(data), progress=False)
     keys = warc_keys(data)
     known = set(context.instance.get_dynamic_partitions(warc_files.name))
     context.instance.add_dynamic_partitions(warc_files.name, [k for k in keys if k not in known])
