@@ -55,7 +55,8 @@ def trained(tmp_path_factory):
                           "domain_model": {"config": {"max_steps": 10, **small}}}}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            TRAINING_ASSETS, instance=instance, run_config=run_config,
+            TRAINING_ASSETS, selection=["base_model", "domain_model"], instance=instance,
+            run_config=run_config,
             resources={"data": DataRoot(root=str(root))},
             raise_on_error=False)
         yield root, result, instance

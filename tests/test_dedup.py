@@ -195,8 +195,8 @@ def test_one_pass_keys_equal_the_two_pass_words(how: Normalization) -> None:
 def test_word_hash_signatures_equal_datasketch(scheme: str) -> None:
     rng = random.Random(3)
     texts = [_text(rng, rng.randint(0, 40)) for _ in range(40)] + ["", "One", "a b, c d"]
-    sig, counts, _, _ = doc_keys.doc_keys(pa.array(texts), num_perm=112, ngram=5, seed=42,
-                                          scheme=scheme)
+    sig, _, _, _ = doc_keys.doc_keys(pa.array(texts), num_perm=112, ngram=5, seed=42,
+                                     scheme=scheme)
     for i, text in enumerate(normalize(pa.array(texts)).to_pylist()):
         ref = MinHash(num_perm=112, seed=42, scheme=scheme, hashfunc=doc_keys.shingle_hash)
         ref.update_batch(minhash.shingles(text, 5))

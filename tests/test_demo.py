@@ -24,7 +24,7 @@ def test_demo_materializes_the_graph(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dagster_project.demo"], capture_output=True,
                           text=True, env=env, cwd=PROJECT_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "asset checks: 45/45 passed" in proc.stdout
+    assert "asset checks: 46/46 passed" in proc.stdout
     assert "quality: 62 documents in, 40 kept" in proc.stdout  # the funnel line
     assert "2 documents removed, 2 eval item(s) hit" in proc.stdout  # planted overlap
     assert "labelled sft: 239 rows in" in proc.stdout  # the labelled sets went through

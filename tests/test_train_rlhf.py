@@ -170,3 +170,31 @@ def test_reward_and_dpo_on_a_tokenized_preference_stage(chat_tokenizer: Path,
     sft = build_model("tiny", vocab_size=vocab_size_of(rows), max_positions=256)
     res = train_dpo(rows, sft, None, epochs=2)
     assert res.after["reward_margin"] > res.before["reward_margin"] + 0.1
+
+
+def test_recipe_and_set_override_defaults_and_flags_win(sft: Path, tmp_path: Path) -> None:
+    """``--config`` (the command's section) and ``--set`` change the defaults; ``--set`` beats
+    the recipe in any order, an explicit flag beats both, an unknown key is an error."""
+    data = shard(tmp_path, pairs(48))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"dpo:\n  loss: simpo\n  epochs: 1\n  beta: 0.5\n  pad_id: {PAD}\n"
+                      "reward:\n  epochs: 7\n")
+    run = CliRunner()
+    out = tmp_path / "dpo"
+    r = run.invoke(dpo_command, ["--set", "beta=0.25", "--data", str(data), "--init", str(sft),
+                                 "--output", str(out), "--config", str(recipe),
+                                 "--gamma", "0.0"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "dpo_report.json").read_text())
+    assert report["loss"] == "simpo" and report["beta"] == 0.25
+    assert report["steps"] == 6  # one epoch of 42 train pairs in batches of 8
+    r = run.invoke(dpo_command, ["--data", str(data), "--init", str(sft), "--output",
+                                 str(out), "--set", "betta=1"])
+    assert r.exit_code != 0 and "unknown setting" in r.output
+    rm = tmp_path / "rm"
+    r = run.invoke(reward_command, ["--config", str(recipe), "--data", str(data), "--output",
+                                    str(rm), "--init", str(sft), "--set", "epochs=1"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((rm / "reward_report.json").read_text())["history"][-1]["epoch"] == 1
+    records = [json.loads(x) for x in (rm / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records].count("eval/heldout") == 1  # one epoch, logged as it went

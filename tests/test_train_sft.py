@@ -178,3 +178,32 @@ def test_classification_metrics() -> None:
     assert m["accuracy"] == 0.5
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0) / 3)
+
+
+def test_classifier_is_seeded_and_resumes_exactly(sft_set, tmp_path: Path) -> None:
+    """From a causal-LM checkpoint the new head is drawn from ``seed``: two runs agree, and an
+    interrupted run resumed from its checkpoint equals them."""
+    rng = random.Random(1)
+    records = [{"id": f"{label}{i}", "text": " ".join(rng.sample(
+                    [s.replace("{", "").replace("}", "") for c in topic.clusters for s in c], 2)),
+                "label": label}
+               for label, topic in (("a", EN_TOPICS[0]), ("b", EN_TOPICS[1])) for i in range(10)]
+    write_jsonl(tmp_path / "raw" / "part0.jsonl", records)
+    docs = tmp_path / "docs"
+    assert run_stage(INGEST, plan_ingest(tmp_path / "raw"), docs, IngestConfig(),
+                     progress=False).ok
+    cfg = ClassifyConfig(max_steps=2, max_length=32, micro_batch_size=4, tensorboard=False)
+    runs = [train_classifier(cfg, docs, sft_set["tokenizer"], tmp_path / f"c{k}",
+                             init=sft_set["base"]) for k in range(2)]
+    assert runs[0].losses == runs[1].losses
+    other = train_classifier(cfg.model_copy(update={"seed": 1}), docs, sft_set["tokenizer"],
+                             tmp_path / "c2", init=sft_set["base"])
+    assert other.losses != runs[0].losses
+    # stopped after 1 step and run again: it resumes and reproduces the uninterrupted run
+    first = train_classifier(cfg, docs, sft_set["tokenizer"], tmp_path / "c3",
+                             init=sft_set["base"], stop_after=1)
+    second = train_classifier(cfg, docs, sft_set["tokenizer"], tmp_path / "c3",
+                              init=sft_set["base"])
+    assert second.resumed_from == 1
+    assert np.allclose(first.losses + second.losses, runs[0].losses, rtol=1e-5, atol=1e-6)
+    assert second.report == runs[0].report

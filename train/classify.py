@@ -170,13 +170,13 @@ def _build(cfg: ClassifyConfig, source: str | Path, names: list[str], vocab: int
 
     id2label = dict(enumerate(names))
     label2id = {n: i for i, n in id2label.items()}
+    torch.manual_seed(cfg.seed)  # a checkpoint has no head yet: its init is part of the run
     if is_checkpoint(source):
         model = AutoModelForSequenceClassification.from_pretrained(
             str(source), local_files_only=True, num_labels=len(names), id2label=id2label,
             label2id=label2id, torch_dtype=torch.float32,
             attn_implementation=cfg.attn_implementation)
     else:
-        torch.manual_seed(cfg.seed)
         mc = model_config(str(source), vocab, max(cfg.max_length, 2048), cfg.attn_implementation,
                           num_labels=len(names), id2label=id2label, label2id=label2id)
         model = LlamaForSequenceClassification(mc)

@@ -96,7 +96,9 @@ def _ref_of(batch: list[dict]) -> dict[str, Any]:
 def evaluate_dpo(model: Any, rows: list[dict], pad_id: int, beta: float,
                  batch_size: int = 16) -> dict[str, float]:
     """Held-out reward margin ``beta * (log-ratio chosen - log-ratio rejected)``, the
-    accuracy (margin > 0) and the policy's raw log-prob margin (chosen - rejected)."""
+    accuracy (margin > 0), the policy's raw log-prob margin (chosen - rejected) and the share
+    of pairs whose chosen reply it finds more likely (``logp_accuracy``: comparable across
+    models, unlike the margin against the reference)."""
     import torch
 
     model.eval()
@@ -111,7 +113,8 @@ def evaluate_dpo(model: Any, rows: list[dict], pad_id: int, beta: float,
     n = max(len(margins), 1)
     return {"reward_margin": sum(margins) / n,
             "accuracy": sum(m > 0 for m in margins) / n,
-            "logp_margin": sum(logp_margins) / n, "pairs": len(margins)}
+            "logp_margin": sum(logp_margins) / n,
+            "logp_accuracy": sum(m > 0 for m in logp_margins) / n, "pairs": len(margins)}
 
 
 @dataclass
@@ -141,7 +144,14 @@ def train_dpo(rows: list[dict], init: str | Path | Any, output: Path | None, *,
     train_rows = reference_logps(ref, train_rows, pad_id, batch_size)
     held = reference_logps(ref, held, pad_id, batch_size)
     del ref
+    from train.loop import MetricsLog
+
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    # metrics.jsonl as it goes (as the pre-training loop writes it), so a watcher sees progress
+    log = MetricsLog(Path(output or "."), output is not None, False)
     before = evaluate_dpo(policy, held, pad_id, beta)
+    log.log({"step": 0, **before}, prefix="eval/heldout")
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses, history, step = [], [], 0
@@ -150,14 +160,18 @@ def train_dpo(rows: list[dict], init: str | Path | Any, output: Path | None, *,
         rng.shuffle(train_rows)
         for batch in _batches(train_rows, batch_size):
             pol = pair_logps(policy, batch, pad_id)
-            value, _ = preference_loss(pol, _ref_of(batch), loss, beta, gamma)
+            value, rewards = preference_loss(pol, _ref_of(batch), loss, beta, gamma)
             opt.zero_grad()
             value.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
             losses.append(float(value.detach()))
             step += 1
+            margin = (rewards["chosen"] - rewards["rejected"]).detach()
+            log.log({"step": step, "loss": losses[-1], "reward_margin": float(margin.mean()),
+                     "accuracy": float((margin > 0).float().mean())})
         history.append({"epoch": epoch + 1, **evaluate_dpo(policy, held, pad_id, beta)})
+        log.log({"step": step, **history[-1]}, prefix="eval/heldout")
     after = history[-1] if history else before
     if output is not None:
         output = Path(output)

@@ -149,11 +149,17 @@ def train_reward(rows: list[dict], init: str | Path, output: Path | None, *, voc
     accuracy. Writes OUTPUT/model and OUTPUT/reward_report.json when ``output`` is given."""
     import torch
 
+    from train.loop import MetricsLog
+
     train_rows, held = split_pairs(rows, eval_fraction, seed)
     model = build_reward_model(init, vocab_size, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses, history, step = [], [], 0
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    # metrics.jsonl as it goes (as the pre-training loop writes it), so a watcher sees progress
+    log = MetricsLog(Path(output or "."), output is not None, False)
     for epoch in range(epochs):
         rng.shuffle(train_rows)
         for i in range(0, len(train_rows), batch_size):
@@ -165,7 +171,10 @@ def train_reward(rows: list[dict], init: str | Path, output: Path | None, *, voc
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
+            log.log({"step": step, "loss": losses[-1],
+                     "accuracy": float((c > r).float().mean())})
         history.append({"epoch": epoch + 1, **evaluate_reward(model, held, pad_id)})
+        log.log({"step": step, **history[-1]}, prefix="eval/heldout")
     final = history[-1] if history else evaluate_reward(model, held, pad_id)
     if output is not None:
         output = Path(output)

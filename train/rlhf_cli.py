@@ -6,10 +6,54 @@ Registered on the ``train`` group by ``train/cli.py``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 _DATA = click.Path(exists=True, path_type=Path)
+
+
+def _recipe_defaults(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """``--config`` (a YAML recipe: its section named after the command, or the whole file)
+    and ``--set key=value`` become the command's defaults: flags given on the command line
+    still win, and a key the command does not know is an error."""
+    import yaml
+
+    from train.config import TrainConfigError, parse_override
+
+    if not value:
+        return value
+    if param.name == "recipe":
+        loaded = yaml.safe_load(Path(value).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("a recipe must be a mapping of settings", ctx, param)
+        section = loaded.get(ctx.command.name)
+        ctx.meta["train.recipe"] = dict(section if isinstance(section, dict) else loaded)
+    else:
+        try:
+            ctx.meta["train.set"] = dict(parse_override(item) for item in value)
+        except TrainConfigError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    # --set beats the recipe whichever comes first on the command line
+    defaults = {**ctx.meta.get("train.recipe", {}), **ctx.meta.get("train.set", {})}
+    known = {p.name for p in ctx.command.params} - {"recipe", "overrides"}
+    unknown = sorted({k.replace("-", "_") for k in defaults} - known)
+    if unknown:
+        raise click.BadParameter(f"unknown setting(s) {unknown}; known: {sorted(known)}",
+                                 ctx, param)
+    ctx.default_map = {k.replace("-", "_"): v for k, v in defaults.items()}
+    return value
+
+
+def _recipe_options(f):
+    """``--config RECIPE`` then ``--set KEY=VALUE`` (repeatable), read before the other options."""
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", is_eager=True,
+                     expose_value=False, callback=_recipe_defaults,
+                     help="Override a setting (repeatable), e.g. --set beta=0.2.")(f)
+    return click.option("--config", "recipe", type=click.Path(exists=True, path_type=Path),
+                        is_eager=True, expose_value=False, callback=_recipe_defaults,
+                        help="YAML recipe: its section named after the command (`reward:`, "
+                             "`dpo:`) or the whole file; keys are the option names.")(f)
 
 
 @click.command("reward")
@@ -23,6 +67,7 @@ _DATA = click.Path(exists=True, path_type=Path)
 @click.option("--pad-id", default=0, show_default=True,
               help="Padding id (may equal eos: the score is read at the last attended token).")
 @click.option("--seed", default=0, show_default=True)
+@_recipe_options
 def reward_command(data: Path, output: Path, init: str, epochs: int, batch_size: int, lr: float,
                    pad_id: int, seed: int) -> None:
     """Train a Bradley-Terry reward model; report held-out pairwise accuracy."""
@@ -50,6 +95,7 @@ def reward_command(data: Path, output: Path, init: str, epochs: int, batch_size:
 @click.option("--lr", default=5e-4, show_default=True)
 @click.option("--pad-id", default=0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@_recipe_options
 def dpo_command(data: Path, init: Path, output: Path, loss: str, beta: float, gamma: float,
                 epochs: int, batch_size: int, lr: float, pad_id: int, seed: int) -> None:
     """Direct preference optimisation against the frozen SFT model; reports margins."""

@@ -58,10 +58,14 @@ def _union(parent, a, b):
 
 
 @numba.njit(cache=True)
-def _link_runs(keys, docs, kinds, parent, defer_bands, pair_a, pair_b):
-    """Unite each run of equal keys with its first document; with ``defer_bands``, band
-    runs become candidate pairs (returned count) instead of unions."""
+def link_runs(keys, docs, kinds, parent, defer_bands, pair_a, pair_b, edge_a, edge_b):
+    """Link each run of equal keys to its first document: united in ``parent`` when it is
+    given (non-empty), else written to ``edge_a``/``edge_b`` for a caller that merges the
+    links of many workers; with ``defer_bands``, band runs become candidate pairs instead.
+    Returns (edges written, pairs written)."""
+    apply = parent.shape[0] > 0
     n = keys.shape[0]
+    edges = 0
     pairs = 0
     i = 0
     while i < n:
@@ -75,10 +79,14 @@ def _link_runs(keys, docs, kinds, parent, defer_bands, pair_a, pair_b):
                 pair_a[pairs] = docs[i]
                 pair_b[pairs] = docs[k]
                 pairs += 1
-            else:
+            elif apply:
                 _union(parent, docs[i], docs[k])
+            else:
+                edge_a[edges] = docs[i]
+                edge_b[edges] = docs[k]
+                edges += 1
         i = j
-    return pairs
+    return edges, pairs
 
 
 @numba.njit(cache=True)
@@ -158,8 +166,9 @@ def _link(space: DocSpace, cfg: DedupConfig, buckets_dir: Path, partitions: int,
         order = np.argsort(keys, kind="stable")
         pair_a = np.empty(len(keys) if cfg.jaccard_check else 0, np.int64)
         pair_b = np.empty_like(pair_a)
-        n = _link_runs(keys[order], docs[order], kinds[order], parent, cfg.jaccard_check,
-                       pair_a, pair_b)
+        none = np.empty(0, np.int64)
+        _, n = link_runs(keys[order], docs[order], kinds[order], parent, cfg.jaccard_check,
+                         pair_a, pair_b, none, none)
         candidates_a.append(pair_a[:n])
         candidates_b.append(pair_b[:n])
     return finish_links(parent, candidates_a, candidates_b, space, cfg, texts, report)

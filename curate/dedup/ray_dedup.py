@@ -33,7 +33,7 @@ from curate.dedup.buckets import (
     scatter_shard,
     write_done,
 )
-from curate.dedup.clusters import ClusterReport, _union, finish_links
+from curate.dedup.clusters import ClusterReport, _union, finish_links, link_runs
 from curate.dedup.config import DedupConfig
 from curate.ray_backend import MAX_RETRIES, connect
 from schemas.shards import TEMP_MARKER, fsync_dir, temp_name
@@ -96,32 +96,6 @@ def write_buckets(space: DocSpace, cfg: DedupConfig, out_dir: Path, partitions: 
 
 
 @numba.njit(cache=True)
-def _run_edges(keys, docs, kinds, defer_bands, edge_a, edge_b, pair_a, pair_b):
-    """Like ``clusters._link_runs``, but returns the links instead of applying them."""
-    n = keys.shape[0]
-    edges = 0
-    pairs = 0
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and keys[j] == keys[i]:
-            j += 1
-        for k in range(i + 1, j):
-            if docs[k] == docs[i]:
-                continue
-            if defer_bands and kinds[k] == 2:
-                pair_a[pairs] = docs[i]
-                pair_b[pairs] = docs[k]
-                pairs += 1
-            else:
-                edge_a[edges] = docs[i]
-                edge_b[edges] = docs[k]
-                edges += 1
-        i = j
-    return edges, pairs
-
-
-@numba.njit(cache=True)
 def _union_edges(parent, edge_a, edge_b):
     for e in range(edge_a.shape[0]):
         _union(parent, edge_a[e], edge_b[e])
@@ -136,8 +110,8 @@ def _partition_links(buckets_dir: str, partition: int, defer_bands: bool,
     edge_b = np.empty_like(edge_a)
     pair_a = np.empty(len(keys) if defer_bands else 0, np.int64)
     pair_b = np.empty_like(pair_a)
-    n_edges, n_pairs = _run_edges(keys[order], docs[order], kinds[order], defer_bands,
-                                  edge_a, edge_b, pair_a, pair_b)
+    n_edges, n_pairs = link_runs(keys[order], docs[order], kinds[order], np.empty(0, np.int64),
+                                 defer_bands, pair_a, pair_b, edge_a, edge_b)
     return (edge_a[:n_edges].copy(), edge_b[:n_edges].copy(), pair_a[:n_pairs].copy(),
             pair_b[:n_pairs].copy())
 

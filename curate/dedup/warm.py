@@ -24,7 +24,8 @@ def warm() -> None:
     keys = np.array([1, 1], np.uint64)
     docs = np.array([0, 1], np.int64)
     pairs = np.empty(2, np.int64)
-    clusters._link_runs(keys, docs, np.array([2, 2], np.uint8), parent, False, pairs, pairs)
+    clusters.link_runs(keys, docs, np.array([2, 2], np.uint8), parent, False, pairs, pairs,
+                       pairs, pairs)
     clusters._roots(parent)
     minhash.band_keys(np.zeros((1, 16), np.uint32), 2, 8)
 

@@ -1,10 +1,14 @@
-"""Training assets: a base model pre-trained on the web tokens, then a domain model from it.
+"""Training assets: a base model pre-trained on the web tokens, then a domain model from it;
+``TRAINING_ASSETS`` also holds the fine-tuning (``finetune.py``: ``sft_model``,
+``classifier_model``) and alignment (``alignment.py``: ``reward_model``, ``aligned_model``)
+assets, which start from the base model.
 
-Both launch ``python -m dagster_project.train_pipes <train command>`` as a subprocess through
-Dagster Pipes (``PipesSubprocessClient``): the trainer stays a plain CLI (a cluster job runs
-the same ``train`` command), and the small wrapper logs its evaluations to the run's log and
-reports the final figures as the materialization's metadata, read from the files it wrote.
-The loss-curve PNG is drawn here from the run's ``metrics.jsonl`` (``train`` never imports
+All launch ``python -m dagster_project.train_pipes <train command>`` as a subprocess through
+Dagster Pipes (``PipesSubprocessClient``, see ``launch.py``): the trainer stays a plain CLI (a
+cluster job runs the same ``train`` command), and the small wrapper streams its metrics to the
+run's log while it trains and reports the final figures as the materialization's metadata,
+read from the files it wrote.
+Each asset draws its loss-curve PNG from the run's ``metrics.jsonl`` (``train`` never imports
 Dagster code).
 
 * ``base_model`` (global): ``train pretrain`` on ``web/tokens`` into ``models/base``;
@@ -15,25 +19,32 @@ Dagster code).
   data. The blocking check ``no_forgetting`` fails when the general held-out loss rose by
   more than ``tolerance`` (relative) and shows the domain loss gain beside it.
 
-Both assets run in the ``gpu`` pool: set its limit to 1 (README) so trainings queue.
+Every training asset runs in the ``gpu`` pool: set its limit to 1 (README) so trainings queue.
 """
 # No `from __future__ import annotations`: Dagster reads the config annotations at runtime.
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from dagster_project.assets.alignment import ALIGNMENT_ASSETS, alignment_totals
+from dagster_project.assets.finetune import FINETUNE_ASSETS, finetune_totals
+from dagster_project.assets.launch import (
+    GROUP,
+    POOL,
+    launch,
+    loss_curve,
+    read_metrics,
+    set_args,
+    train_command,
+)
 from dagster_project.assets.tokens import tokenized_documents, tokenizer_dir, tokens_dir
-from dagster_project.plots import line_png, md_image
-from dagster_project.resources import PROJECT_ROOT, DataRoot
+from dagster_project.resources import DataRoot
 from schemas import read_manifest
 
-GROUP = "training"
-POOL = "gpu"
 BASE_DIR = "models/base"
 DOMAIN_MODEL_DIR = "models/domain"
 DOMAIN_TOKENS = "domain/tokens"
@@ -81,42 +92,6 @@ def domain_model_dir(data: DataRoot) -> Path:
     return data.path / DOMAIN_MODEL_DIR
 
 
-TRAIN_UNDER_PIPES = "dagster_project.train_pipes"
-
-
-def read_metrics(output: Path) -> list[dict[str, Any]]:
-    path = Path(output) / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-
-def loss_curve(output: Path, title: str) -> dg.MetadataValue:
-    """Train loss per step and every eval set's loss, as a markdown PNG."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for rec in read_metrics(output):
-        label = str(rec.get("kind", "train"))
-        xs, ys = series.setdefault(label, ([], []))
-        xs.append(rec["step"])
-        ys.append(rec["loss"])
-    png = line_png(series, title=title, xlabel="step", ylabel="loss")
-    return md_image(png, title)
-
-
-def _sets(cfg: dg.Config, keys: tuple[str, ...]) -> list[str]:
-    items = [f"{k}={getattr(cfg, k)}" for k in keys] + ["tensorboard=false", *cfg.overrides]
-    return [a for item in items for a in ("--set", item)]
-
-
-def _launch(context: dg.AssetExecutionContext,
-            command: list[str]) -> dict[str, Any]:
-    """Run the trainer under Pipes; its reported metadata (empty if it reported none)."""
-    context.log.info(" ".join(command))
-    # a client per launch: no resource to wire, so any asset selection can include training
-    invocation = dg.PipesSubprocessClient().run(command=command, context=context,
-                                               cwd=str(PROJECT_ROOT))
-    reported = invocation.get_materialize_result()
-    return dict(reported.metadata or {})
-
-
 @dg.asset(group_name=GROUP, kinds={"pytorch"}, pool=POOL, deps=[tokenized_documents],
           description="Global: a tiny Llama pre-trained from scratch on every web token shard "
                       "(`train pretrain` through Dagster Pipes) into <data_root>/models/base; "
@@ -127,11 +102,11 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig,
     if read_manifest(tokens) is None:
         raise dg.Failure(f"{tokens} has no shards: materialize tokenized_documents first")
     out = base_dir(data)
-    command = [sys.executable, "-m", TRAIN_UNDER_PIPES, "pretrain", "--data", str(tokens),
-               "--output", str(out), "--no-resume",
-               *_sets(config, ("model", "max_steps", "micro_batch_size", "lr", "warmup_steps",
-                               "eval_rows", "eval_every"))]
-    metadata = _launch(context, command)
+    command = train_command("pretrain", "--data", str(tokens), "--output", str(out),
+                            "--no-resume",
+                            *set_args(config, ("model", "max_steps", "micro_batch_size", "lr",
+                                               "warmup_steps", "eval_rows", "eval_every")))
+    metadata = launch(context, command)
     return dg.MaterializeResult(metadata={
         **metadata, "loss_curve": loss_curve(out, "base model loss"),
         "model": dg.MetadataValue.path(str(out / "model"))})
@@ -200,12 +175,12 @@ def domain_model(context: dg.AssetExecutionContext, config: DomainModelConfig,
         window=8))
     plan.write(mix)
     out = domain_model_dir(data)
-    command = [sys.executable, "-m", TRAIN_UNDER_PIPES, "cpt", "--init", str(base),
-               "--data", str(mix),
-               "--general-eval", str(general), "--eval-data", str(domain),
-               "--output", str(out), "--no-resume",
-               *_sets(config, ("max_steps", "micro_batch_size", "lr", "warmup_steps"))]
-    metadata = _launch(context, command)
+    command = train_command("cpt", "--init", str(base), "--data", str(mix),
+                            "--general-eval", str(general), "--eval-data", str(domain),
+                            "--output", str(out), "--no-resume",
+                            *set_args(config, ("max_steps", "micro_batch_size", "lr",
+                                               "warmup_steps")))
+    metadata = launch(context, command)
     report = json.loads((out / "cpt_report.json").read_text())
     return dg.MaterializeResult(
         metadata={**metadata, "loss_curve": loss_curve(out, "domain model loss"),
@@ -214,7 +189,7 @@ def domain_model(context: dg.AssetExecutionContext, config: DomainModelConfig,
         check_results=[no_forgetting(report, config.tolerance)])
 
 
-TRAINING_ASSETS = [base_model, domain_model]
+TRAINING_ASSETS = [base_model, domain_model, *FINETUNE_ASSETS, *ALIGNMENT_ASSETS]
 
 
 def training_totals(data: DataRoot) -> list[str]:
@@ -230,4 +205,5 @@ def training_totals(data: DataRoot) -> list[str]:
         lines.append("  domain model: " + ", ".join(
             f"{name} loss {r['loss_before']:.3f} -> {r['loss_after']:.3f}"
             for name, r in evals.items()))
-    return lines or ["  training: not run"]
+    lines = lines or ["  training: not run"]
+    return lines + finetune_totals(data) + alignment_totals(data)
