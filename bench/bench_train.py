@@ -10,7 +10,8 @@ other, so it does a little less masking work).
 Reported per run: the median step time after two warm-up steps (as tokens/s), and for ours
 the share of the step spent waiting for the data loader and, on a GPU, the MFU. On the CPU
 (``make bench``) a tiny preset keeps it to seconds and shows regressions; on a GPU run
-``python -m bench.bench_train --preset 350m --seq-len 2048 --micro-batch 8 --steps 40``.
+``python -m bench.bench_train --preset 350m --seq-len 2048 --micro-batch 8 --steps 40``
+(and ``--task sft`` for fine-tuning tokens/s, full and LoRA).
 The rows are synthetic (random ids, four documents per row): throughput does not depend on
 what the tokens say.
 """
@@ -32,7 +33,7 @@ from bench.harness import Comparison, machine
 from curate.config import StageConfig
 from curate.runner import Stage, StageOutput, WorkUnit, run_stage
 from curate.tokenize import META_NAME
-from schemas import PRETRAIN_TOKENS
+from schemas import PRETRAIN_TOKENS, SFT_TOKENS
 
 WARMUP_STEPS = 2
 
@@ -66,13 +67,32 @@ SYNTHETIC = Stage(name="bench_rows", version="1", output_kind=PRETRAIN_TOKENS,
                   process=_rows_unit)
 
 
-def synthetic_tokens(out: Path, rows: int, seq_len: int, vocab: int) -> Path:
+def _sft_unit(unit: WorkUnit, cfg: SyntheticRows) -> StageOutput:
+    """Conversations of ``seq_len`` tokens: the first half prompt, the second the reply."""
+    rng = np.random.default_rng(cfg.seed)
+    ids = rng.integers(1, cfg.vocab, size=(cfg.rows, cfg.seq_len), dtype=np.int32)
+    mask = np.zeros((cfg.rows, cfg.seq_len), np.uint8)
+    mask[:, cfg.seq_len // 2:] = 1
+    table = pa.table({"id": [f"c{r}" for r in range(cfg.rows)],
+                      "input_ids": pa.array(list(ids), pa.list_(pa.int32())),
+                      "loss_mask": pa.array(list(mask), pa.list_(pa.uint8())),
+                      "split": ["train"] * cfg.rows})
+    return StageOutput(kept=table, rejected=pa.table({"id": pa.array([], pa.string())}),
+                       rows_in=cfg.rows)
+
+
+SYNTHETIC_SFT = Stage(name="bench_sft_rows", version="1", output_kind=SFT_TOKENS,
+                      process=_sft_unit)
+
+
+def synthetic_tokens(out: Path, rows: int, seq_len: int, vocab: int,
+                     stage: Stage = SYNTHETIC) -> Path:
     """A token stage folder of random rows that ``train pretrain`` reads as it reads ours."""
     out.mkdir(parents=True, exist_ok=True)
     meta = {"vocab_size": vocab, "eos_id": 0, "bos_id": None, "pad_id": 0,
             "token_dtype": "int32", "seq_len": seq_len, "add_bos": False}
     (out / META_NAME).write_text(json.dumps(meta))
-    report = run_stage(SYNTHETIC, [WorkUnit("part-00000.arrow", ())], out,
+    report = run_stage(stage, [WorkUnit("part-00000.arrow", ())], out,
                        SyntheticRows(rows=rows, seq_len=seq_len, vocab=vocab))
     if not report.ok:
         raise RuntimeError(f"writing synthetic rows failed: {report.failures}")
@@ -94,6 +114,25 @@ def ours(data: Path, output: Path, preset: str, micro_batch: int, steps: int,
     if all("mfu" in r for r in recs):
         out["mfu"] = statistics.median(r["mfu"] for r in recs)
     return out
+
+
+def sft_throughput(preset: str, seq_len: int, micro_batch: int, steps: int, vocab: int,
+                   lora: bool) -> dict[str, float]:
+    """``train sft`` tokens/s (median step after warm-up), full-parameter or LoRA."""
+    from train.loop import read_metrics
+    from train.sft import SftConfig, train_sft
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = synthetic_tokens(root / "sft", max(micro_batch * steps, 64), seq_len, vocab,
+                                SYNTHETIC_SFT)
+        cfg = SftConfig(model=preset, micro_batch_size=micro_batch, max_steps=steps,
+                        eval_at_start=False, generations=0, tensorboard=False, lora=lora,
+                        merge=False)
+        result = train_sft(cfg, data, root / "out", resume=False)
+        recs = [r for r in read_metrics(root / "out") if "tokens_per_s" in r][WARMUP_STEPS:]
+        return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
+                "trainable_parameters": float(result.trainable_parameters)}
 
 
 def hf_trainer(data: Path, output: Path, preset: str, micro_batch: int, steps: int,
@@ -184,7 +223,17 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--task", choices=["pretrain", "sft"], default="pretrain",
+                        help="sft: `train sft` tokens/s, full and LoRA (no baseline).")
     args = parser.parse_args()
+    if args.task == "sft":
+        for lora in (False, True):
+            figures = sft_throughput(args.preset, args.seq_len, args.micro_batch, args.steps,
+                                     args.vocab, lora)
+            print(json.dumps({"machine": machine(), "task": "sft", "preset": args.preset,
+                              "lora": lora, "seq_len": args.seq_len,
+                              "micro_batch": args.micro_batch, **figures}))
+        return
     comp, extra = measure(args.preset, args.seq_len, args.micro_batch, args.steps, args.vocab,
                           args.repeats, args.compile)
     from bench.harness import TABLE_HEADER

@@ -193,10 +193,18 @@ def n_targets(batch: dict[str, Any]) -> int:
 
 def assistant_loss_sum(model: Any, batch: dict[str, Any]) -> Any:
     """Sum of cross-entropies over the assistant tokens (each predicted from what precedes)."""
+    import contextlib
+
+    import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   use_cache=False).logits
+    device = next(model.parameters()).device
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    bf16 = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+            else contextlib.nullcontext())  # bf16 on a GPU, as pre-training; fp32 on the CPU
+    with bf16:
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       use_cache=False).logits
     return F.cross_entropy(logits[:, :-1].float().flatten(0, 1),
                            batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum")
 
@@ -284,7 +292,7 @@ def save_generations(model: Any, rows: SftRows, cfg: SftConfig, path: Path) -> l
     for i in range(min(cfg.generations, len(rows))):
         ids, mask = rows.ids[i][: int(rows.lengths[i][0])], rows.mask[i]
         first = int(np.argmax(mask[: len(ids)])) if mask[: len(ids)].any() else len(ids)
-        prompt = torch.from_numpy(ids[:first])[None]
+        prompt = torch.from_numpy(ids[:first])[None].to(next(model.parameters()).device)
         with torch.no_grad():
             gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                  max_new_tokens=cfg.max_new_tokens, do_sample=False,
@@ -339,10 +347,12 @@ def train_sft(cfg: SftConfig, data: Path, output: Path, *, init: str | Path | No
         max_len *= cfg.micro_batch_size
     ckpt = latest_checkpoint(output) if resume else None
     model = _sft_model(cfg, init, ckpt, meta.get("vocab_size"), max(max_len, 2048))
-    model.train()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     order = EpochOrder(len(train_rows), cfg.seed)
     step = 0
@@ -381,6 +391,7 @@ def train_sft(cfg: SftConfig, data: Path, output: Path, *, init: str | Path | No
     last = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
     started, tokens = time.perf_counter(), 0
     while step < last:
+        t0 = time.perf_counter()
         micro = [make_sft_batch(train_rows, order.take(cfg.micro_batch_size), pad_id,
                                 cfg.packing) for _ in range(cfg.grad_accum)]
         total = sum(n_targets(b) for b in micro)
@@ -399,9 +410,12 @@ def train_sft(cfg: SftConfig, data: Path, output: Path, *, init: str | Path | No
         step += 1
         loss = loss_sum / max(total, 1)
         result.losses.append(loss)
-        tokens += sum(int(b["input_ids"].numel()) for b in micro)
+        step_tokens = sum(int(b["input_ids"].numel()) for b in micro)
+        tokens += step_tokens
+        dt = time.perf_counter() - t0
         if step % cfg.log_every == 0 or step == last:
             log.log({"step": step, "loss": loss, "lr": lr, "trained_tokens": total,
+                     "tokens": step_tokens, "tokens_per_s": step_tokens / dt if dt > 0 else 0.0,
                      "epoch": order.epoch + order.cursor / len(train_rows),
                      "grad_norm": float(grad_norm) if grad_norm is not None else None})
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
