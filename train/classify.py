@@ -20,6 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from train.config import TrainConfigError, parse_override
+from train.device import adamw, autocast, model_device, training_device
 from train.loop import (
     CHECKPOINTS,
     FINAL,
@@ -155,8 +156,11 @@ def predict(model: Any, data: Labelled, micro: int, pad_id: int) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(data.labels), micro):
             b = _batch(data, np.arange(s, min(s + micro, len(data.labels))), pad_id)
-            out.append(model(input_ids=b["input_ids"],
-                             attention_mask=b["attention_mask"]).logits.argmax(-1).numpy())
+            device = model_device(model)
+            with autocast(device):
+                logits = model(input_ids=b["input_ids"].to(device),
+                               attention_mask=b["attention_mask"].to(device)).logits
+            out.append(logits.argmax(-1).cpu().numpy())
     model.train(was)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -207,8 +211,9 @@ def train_classifier(cfg: ClassifyConfig, data: Path, tokenizer: Path, output: P
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     ckpt = latest_checkpoint(output) if resume else None
     model = _build(cfg, ckpt or init or cfg.model, names, len(tok), pad_id)
-    model.train()
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    device = training_device()
+    model.to(device).train()
+    optimizer = adamw(_param_groups(model, cfg.weight_decay), device, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step = 0
     if ckpt is not None:
@@ -241,7 +246,9 @@ def train_classifier(cfg: ClassifyConfig, data: Path, tokenizer: Path, output: P
         epoch, k = divmod(step, per_epoch)
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         idx = perm[k * cfg.micro_batch_size:(k + 1) * cfg.micro_batch_size]
-        loss = model(**_batch(train_set, idx, pad_id)).loss
+        with autocast(device):
+            loss = model(**{k: v.to(device) for k, v in _batch(train_set, idx, pad_id).items()}
+                         ).loss
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

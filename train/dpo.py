@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from train.device import adamw, autocast, model_device, training_device
 from train.reward import pad_batch, split_pairs
 
 Loss = Literal["sigmoid", "ipo", "simpo"]
@@ -28,12 +29,15 @@ def reply_logps(model: Any, prompts: list[list[int]], replies: list[list[int]],
 
     seqs = [p + r for p, r in zip(prompts, replies, strict=True)]
     ids, mask = pad_batch(seqs, pad_id, "right")
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    device = model_device(model)
+    ids, mask = ids.to(device), mask.to(device)
+    with autocast(device):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     targets = ids[:, 1:]
     logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    pos = torch.arange(1, ids.shape[1]).expand(len(seqs), -1)
-    starts = torch.tensor([len(p) for p in prompts]).unsqueeze(1)
-    ends = torch.tensor([len(s) for s in seqs]).unsqueeze(1)
+    pos = torch.arange(1, ids.shape[1], device=device).expand(len(seqs), -1)
+    starts = torch.tensor([len(p) for p in prompts], device=device).unsqueeze(1)
+    ends = torch.tensor([len(s) for s in seqs], device=device).unsqueeze(1)
     reply = ((pos >= starts) & (pos < ends)).float()
     return (logp * reply).sum(-1), reply.sum(-1).clamp(min=1)
 
@@ -86,11 +90,11 @@ def reference_logps(ref: Any, rows: list[dict], pad_id: int, batch_size: int) ->
     return out
 
 
-def _ref_of(batch: list[dict]) -> dict[str, Any]:
+def _ref_of(batch: list[dict], device: Any) -> dict[str, Any]:
     import torch
 
-    return {"chosen": torch.tensor([r["ref_chosen"] for r in batch]),
-            "rejected": torch.tensor([r["ref_rejected"] for r in batch])}
+    return {"chosen": torch.tensor([r["ref_chosen"] for r in batch], device=device),
+            "rejected": torch.tensor([r["ref_rejected"] for r in batch], device=device)}
 
 
 def evaluate_dpo(model: Any, rows: list[dict], pad_id: int, beta: float,
@@ -105,7 +109,7 @@ def evaluate_dpo(model: Any, rows: list[dict], pad_id: int, beta: float,
     margins, logp_margins = [], []
     with torch.no_grad():
         for batch in _batches(rows, batch_size):
-            pol, ref = pair_logps(model, batch, pad_id), _ref_of(batch)
+            pol, ref = pair_logps(model, batch, pad_id), _ref_of(batch, model_device(model))
             margins += (beta * ((pol["chosen"] - ref["chosen"])
                                 - (pol["rejected"] - ref["rejected"]))).tolist()
             logp_margins += (pol["chosen"] - pol["rejected"]).tolist()
@@ -138,6 +142,8 @@ def train_dpo(rows: list[dict], init: str | Path | Any, output: Path | None, *,
     from train.models import build_model
 
     policy = init if hasattr(init, "parameters") else build_model(init)
+    device = training_device()
+    policy.to(device)
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     torch.manual_seed(seed)
     train_rows, held = split_pairs(rows, eval_fraction, seed)
@@ -152,7 +158,7 @@ def train_dpo(rows: list[dict], init: str | Path | Any, output: Path | None, *,
     log = MetricsLog(Path(output or "."), output is not None, False)
     before = evaluate_dpo(policy, held, pad_id, beta)
     log.log({"step": 0, **before}, prefix="eval/heldout")
-    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    opt = adamw(policy.parameters(), device, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses, history, step = [], [], 0
     policy.train()
@@ -160,7 +166,7 @@ def train_dpo(rows: list[dict], init: str | Path | Any, output: Path | None, *,
         rng.shuffle(train_rows)
         for batch in _batches(train_rows, batch_size):
             pol = pair_logps(policy, batch, pad_id)
-            value, rewards = preference_loss(pol, _ref_of(batch), loss, beta, gamma)
+            value, rewards = preference_loss(pol, _ref_of(batch, device), loss, beta, gamma)
             opt.zero_grad()
             value.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

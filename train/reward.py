@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from train.device import adamw, autocast, model_device, training_device
+
 PAIR_COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids", "split"]
 
 
@@ -111,7 +113,9 @@ def _pair_scores(model: Any, batch: list[dict], pad_id: int, side: str) -> tuple
     seqs = ([r["prompt_ids"] + r["chosen_ids"] for r in batch]
             + [r["prompt_ids"] + r["rejected_ids"] for r in batch])
     ids, mask = pad_batch(seqs, pad_id, side)
-    s = score(model, ids, mask)
+    device = model_device(model)
+    with autocast(device):
+        s = score(model, ids.to(device), mask.to(device)).float()
     return s[:len(batch)], s[len(batch):]
 
 
@@ -152,8 +156,9 @@ def train_reward(rows: list[dict], init: str | Path, output: Path | None, *, voc
     from train.loop import MetricsLog
 
     train_rows, held = split_pairs(rows, eval_fraction, seed)
-    model = build_reward_model(init, vocab_size, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    device = training_device()
+    model = build_reward_model(init, vocab_size, seed).to(device)
+    opt = adamw(model.parameters(), device, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses, history, step = [], [], 0
     if output is not None:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from train.config import TrainConfigError, parse_override
+from train.device import adamw, autocast, model_device, training_device
 from train.loop import (
     CHECKPOINTS,
     FINAL,
@@ -193,16 +194,11 @@ def n_targets(batch: dict[str, Any]) -> int:
 
 def assistant_loss_sum(model: Any, batch: dict[str, Any]) -> Any:
     """Sum of cross-entropies over the assistant tokens (each predicted from what precedes)."""
-    import contextlib
-
-    import torch
     import torch.nn.functional as F
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    bf16 = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-            else contextlib.nullcontext())  # bf16 on a GPU, as pre-training; fp32 on the CPU
-    with bf16:
+    with autocast(device):
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                        use_cache=False).logits
     return F.cross_entropy(logits[:, :-1].float().flatten(0, 1),
@@ -292,7 +288,7 @@ def save_generations(model: Any, rows: SftRows, cfg: SftConfig, path: Path) -> l
     for i in range(min(cfg.generations, len(rows))):
         ids, mask = rows.ids[i][: int(rows.lengths[i][0])], rows.mask[i]
         first = int(np.argmax(mask[: len(ids)])) if mask[: len(ids)].any() else len(ids)
-        prompt = torch.from_numpy(ids[:first])[None].to(next(model.parameters()).device)
+        prompt = torch.from_numpy(ids[:first])[None].to(model_device(model))
         with torch.no_grad():
             gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                  max_new_tokens=cfg.max_new_tokens, do_sample=False,
@@ -347,12 +343,11 @@ def train_sft(cfg: SftConfig, data: Path, output: Path, *, init: str | Path | No
         max_len *= cfg.micro_batch_size
     ckpt = latest_checkpoint(output) if resume else None
     model = _sft_model(cfg, init, ckpt, meta.get("vocab_size"), max(max_len, 2048))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     model.to(device).train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                  fused=device.type == "cuda")
+    optimizer = adamw(_param_groups(model, cfg.weight_decay), device, lr=cfg.lr,
+                      betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     order = EpochOrder(len(train_rows), cfg.seed)
     step = 0
