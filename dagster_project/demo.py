@@ -24,7 +24,7 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     from dagster_project.assets.demo import demo_site
     from dagster_project.assets.ingest import landing_files, raw_documents, raw_files
     from dagster_project.assets.labelled import LABELLED_ASSETS
-    from dagster_project.assets.quality import CURATION_CHAIN, QUALITY_ASSETS, eval_ngram_index
+    from dagster_project.assets.quality import CURATION_CHAIN, eval_ngram_index
     from dagster_project.assets.tokens import tokenized_documents, tokenizer
     from dagster_project.assets.training import TRAINING_ASSETS
     from dagster_project.assets.web import (
@@ -35,11 +35,8 @@ def materialize_all(instance: dg.DagsterInstance) -> list[dg.ExecuteInJobResult]
     )
     from dagster_project.definitions import defs
 
-    assets = [demo_site, raw_documents, crawled_warcs, extracted_documents,
-              language_tagged_documents, dedup_signatures, dedup_clusters,
-              deduplicated_documents, *QUALITY_ASSETS, tokenizer, tokenized_documents,
-              *LABELLED_ASSETS, *TRAINING_ASSETS]
-    resources = {"data": defs.resources["data"]}
+    assets = list(defs.assets)  # the UI's graph, not a copy of it
+    resources = dict(defs.resources)
     tags = {"launched_by": "make demo"}
 
     def run(selection: list, partition_key: str | None = None) -> dg.ExecuteInJobResult:
