@@ -14,6 +14,7 @@ import click
 
 from curate.cli_common import (  # noqa: F401  (re-exported for commands and tests)
     format_summary,
+    local_stage_options,
     run_stage_command,
     stage_options,
     stage_options_for,
@@ -186,7 +187,7 @@ def tokenizer_train(inputs: tuple[Path, ...], output: Path, recipe: Path | None,
 
 
 @main.command()
-@stage_options
+@local_stage_options
 def tokenize(input_path: Path, output: Path, workers: int, recipe: Path | None,
              overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
     """Tokenize a documents stage into packed pretrain_tokens rows (with document boundaries)

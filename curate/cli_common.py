@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,10 +21,37 @@ from curate.runner import (
     Stage,
     WorkUnit,
     default_workers,
+    plan_shards,
     resolve_backend,
     run_stage,
     set_default_backend,
 )
+from schemas.storage import StorePath, is_uri, open_uri
+
+
+class Location(click.ParamType):
+    """A local path (``Path``) or, where the command can write one, an object-store URI
+    (``s3://bucket/prefix?endpoint_override=host:port&scheme=http``, ``gs://...``, any fsspec
+    protocol) as a ``StorePath``."""
+
+    name = "path|uri"
+
+    def __init__(self, remote: bool = True) -> None:
+        self.remote = remote
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path | StorePath:
+        if isinstance(value, Path | StorePath):
+            return value
+        if not is_uri(value):
+            return Path(value)
+        if not self.remote:
+            self.fail(f"this command works on local folders only (its own phases write files "
+                      f"beside the shards); copy {value} to a local folder first", param, ctx)
+        try:
+            return open_uri(value)
+        except (ValueError, OSError) as exc:
+            self.fail(f"cannot open {value}: {exc}", param, ctx)
 
 
 def format_summary(report: RunReport) -> str:
@@ -49,10 +77,14 @@ def format_summary(report: RunReport) -> str:
 
 
 def run_stage_command(stage: Stage, config_cls: type[StageConfig],
-                      plan: Callable[[Path], list[WorkUnit]], input_path: Path, output: Path,
-                      workers: int, recipe: Path | None, overrides: tuple[str, ...],
-                      force: bool, quiet: bool) -> None:
+                      plan: Callable[[Path], list[WorkUnit]], input_path: Path | StorePath,
+                      output: Path | StorePath, workers: int, recipe: Path | None,
+                      overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
     """Shared body of the stage commands: config, plan, run, summary, exit code."""
+    if isinstance(input_path, StorePath) and plan is not plan_shards:
+        raise click.ClickException(
+            f"{stage.name} reads its input as local files; only a stage folder (read through "
+            f"its manifest) can be on an object store: {input_path}")
     try:
         cfg = load_config(config_cls, recipe, overrides, section=stage.name)
         units = plan(input_path)
@@ -78,13 +110,16 @@ def _backend_option(ctx: click.Context, param: click.Parameter, value: str | Non
     set_default_backend(Backend(kind, ctx.meta.get("curate.ray_address")))
 
 
-def stage_options_for(input_help: str) -> Callable[[Callable], Callable]:
-    """The options every stage command shares, with the command's own ``--input`` help."""
+def stage_options_for(input_help: str, remote: bool = True) -> Callable[[Callable], Callable]:
+    """The options every stage command shares, with the command's own ``--input`` help;
+    ``remote=False`` for commands whose own phases need local folders (they reject URIs)."""
+    where = (" Stage folders may be object-store URIs (s3://bucket/prefix)." if remote
+             else " A local folder.")
     options = [
-        click.option("--input", "input_path", required=True,
-                     type=click.Path(path_type=Path), help=input_help),
-        click.option("--output", required=True, type=click.Path(path_type=Path),
-                     help="Stage folder to write shards and _manifest.json into."),
+        click.option("--input", "input_path", required=True, type=Location(remote),
+                     help=input_help + where),
+        click.option("--output", required=True, type=Location(remote),
+                     help="Stage folder to write shards and _manifest.json into." + where),
         click.option("--workers", type=int, default=default_workers, show_default="CPUs, max 8",
                      help="Worker processes (local backend; Ray uses the cluster's CPUs)."),
         click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
@@ -111,3 +146,5 @@ def stage_options_for(input_help: str) -> Callable[[Callable], Callable]:
 
 
 stage_options = stage_options_for("A dataset folder, a file, or a folder of raw files.")
+local_stage_options = stage_options_for("A dataset folder, a file, or a folder of raw files.",
+                                        remote=False)

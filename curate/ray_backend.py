@@ -7,9 +7,10 @@ manifest, so the commit path stays single-writer: a worker lost mid-shard leaves
 temp file (removed at the end of the run, or by the next run), never a partial shard, and
 Ray retries the task (``max_retries``) on another worker.
 
-Workers read inputs and write outputs by path, so the dataset must be on storage every
-node mounts at the same path (one machine, NFS, a FUSE-mounted bucket); see the README's
-"Running curation on a Ray cluster" for object stores.
+Workers read inputs and write outputs by path, so a local dataset must be on storage every
+node mounts at the same path (one machine, NFS). A stage folder or inputs on an object store
+(``s3://...``) need no shared mount: the task fetches, runs and uploads to temp keys
+(:func:`curate.staging.stage_unit`) and the driver moves them into place.
 
 Ray is imported here only, and this module only when a run asks for it, so Ray stays an
 optional dependency (``pip install sievelm[ray]``).
@@ -26,6 +27,7 @@ from typing import Any
 from curate.config import StageConfig
 from curate.runner import Stage, UnitResult, WorkUnit, process_unit, recorded_inputs
 from schemas.shards import fsync_dir, remove_stale_temp_files, temp_name
+from schemas.storage import StorePath
 
 MAX_RETRIES = 3
 """Times Ray reruns a task whose worker died (crash, OOM kill, lost node)."""
@@ -53,12 +55,14 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
-def _process_remote(stage: Stage, unit: WorkUnit, out_dir: str, cfg: StageConfig,
+def _process_remote(stage: Stage, unit: WorkUnit, out_dir: str | StorePath, cfg: StageConfig,
                     known: dict[str, dict] | None) -> tuple[UnitResult, dict[str, str]]:
     """Worker side: run the unit, writing each file to a temp name; returns the temp names
     by manifest name for the driver to publish."""
     for module in stage.preload:  # warm kernels as the local pool's workers do (once each)
         importlib.import_module(module)
+    if isinstance(out_dir, StorePath) or unit.remote:
+        return _process_staged(stage, unit, out_dir, cfg, known)
     root = Path(out_dir)
     staged: dict[str, str] = {}
 
@@ -68,6 +72,30 @@ def _process_remote(stage: Stage, unit: WorkUnit, out_dir: str, cfg: StageConfig
         return tmp
 
     result = process_unit(stage, unit, root, cfg, known, place=place)
+    if result.error is not None:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+        staged = {}
+    return result, staged
+
+
+def _process_staged(stage: Stage, unit: WorkUnit, out_dir: str | StorePath, cfg: StageConfig,
+                    known: dict[str, dict] | None) -> tuple[UnitResult, dict[str, str]]:
+    """A unit with inputs or output on an object store: temp keys for an object-store
+    output, temp files (as for a local unit) for a local one."""
+    from curate.staging import stage_unit
+
+    if isinstance(out_dir, StorePath):
+        return stage_unit(stage, unit, out_dir, cfg, known)
+    root = Path(out_dir)
+    staged: dict[str, str] = {}
+
+    def place(rel: str) -> Path:
+        tmp = temp_name(root / rel)
+        staged[rel] = str(tmp)
+        return tmp
+
+    result, _ = stage_unit(stage, unit, root, cfg, known, place=place)
     if result.error is not None:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
@@ -90,7 +118,7 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def run_units(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfig,
+def run_units(stage: Stage, todo: list[WorkUnit], out_dir: Path | StorePath, cfg: StageConfig,
               recorded: dict[str, dict], finish: Callable[[UnitResult], None],
               address: str | None = None) -> None:
     """Run ``todo`` as Ray tasks; ``finish`` commits each result on the driver, in order of
@@ -105,7 +133,8 @@ def run_units(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfi
         while queue or pending:
             while queue and len(pending) < limit:
                 unit = queue.pop()
-                pending[task.remote(stage, unit, str(out_dir), cfg,
+                target = out_dir if isinstance(out_dir, StorePath) else str(out_dir)
+                pending[task.remote(stage, unit, target, cfg,
                                     recorded_inputs(recorded.get(unit.name)))] = unit
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -117,11 +146,15 @@ def run_units(stage: Stage, todo: list[WorkUnit], out_dir: Path, cfg: StageConfi
                     result, staged = UnitResult(unit.name, error=(
                         f"Ray task failed after {MAX_RETRIES} retries "
                         f"({type(exc).__name__}: {reason})")), {}
+                if isinstance(out_dir, StorePath):
+                    finish((result, staged))  # the runner's finish moves the temp keys
+                    continue
                 if result.error is None:
                     publish(out_dir, staged)
                 finish(result)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
-            remove_stale_temp_files(folder)
+        if not isinstance(out_dir, StorePath):  # the runner cleans an object-store folder
+            for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
+                remove_stale_temp_files(folder)

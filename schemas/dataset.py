@@ -7,11 +7,16 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from schemas.manifest import read_manifest
+from schemas.storage import StorePath
 
 
-def shard_paths(stage_dir: Path, rejected: bool = False) -> list[Path]:
-    """The shards the manifest lists, in name order (stray and temp files are ignored)."""
-    stage_dir = Path(stage_dir)
+def shard_paths(stage_dir: Path | StorePath, rejected: bool = False) -> list[Path | StorePath]:
+    """The shards the manifest lists, in name order (stray and temp files are ignored).
+
+    A stage folder on an object store (a :class:`StorePath`) gives its shards' keys.
+    """
+    if not isinstance(stage_dir, StorePath):
+        stage_dir = Path(stage_dir)
     manifest = read_manifest(stage_dir)
     if manifest is None:
         raise FileNotFoundError(f"{stage_dir} has no _manifest.json; is it a stage folder?")
@@ -22,6 +27,9 @@ def shard_paths(stage_dir: Path, rejected: bool = False) -> list[Path]:
     return [stage_dir / n for n in sorted(names)]
 
 
-def open_dataset(stage_dir: Path, rejected: bool = False) -> ds.Dataset:
+def open_dataset(stage_dir: Path | StorePath, rejected: bool = False) -> ds.Dataset:
     """A ``pyarrow.dataset`` over a stage's shards (or its rejected rows)."""
-    return ds.dataset([str(p) for p in shard_paths(stage_dir, rejected)], format="arrow")
+    paths = shard_paths(stage_dir, rejected)
+    if isinstance(stage_dir, StorePath):
+        return ds.dataset([p.path for p in paths], format="arrow", filesystem=stage_dir.fs)
+    return ds.dataset([str(p) for p in paths], format="arrow")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.shards import fsync_dir, temp_name
+from schemas.storage import StorePath
 
 MANIFEST_NAME = "_manifest.json"
 LOCK_NAME = ".manifest.lock"
@@ -78,26 +79,35 @@ def kept_rows(entry: dict[str, Any]) -> int:
     return entry.get("rows_kept", entry["rows"])
 
 
-def manifest_path(stage_dir: Path) -> Path:
+def manifest_path(stage_dir: Path | StorePath) -> Path | StorePath:
     return stage_dir / MANIFEST_NAME
 
 
-def read_manifest(stage_dir: Path) -> Manifest | None:
+def read_manifest(stage_dir: Path | StorePath) -> Manifest | None:
     """The folder's manifest, or None when there is none yet."""
     path = manifest_path(stage_dir)
+    if isinstance(path, StorePath):
+        return Manifest.from_json(json.loads(path.read_bytes())) if path.is_file() else None
     if not path.exists():
         return None
     return Manifest.from_json(json.loads(path.read_text()))
 
 
-def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
-    """Atomic replace of ``_manifest.json`` (temp file, fsync, rename)."""
+def _manifest_bytes(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n").encode()
+
+
+def write_manifest(stage_dir: Path | StorePath, manifest: Manifest) -> None:
+    """Atomic replace of ``_manifest.json`` (temp file, fsync, rename; on an object store
+    one PUT, which replaces the object whole)."""
     manifest.updated_at = time.time()
+    if isinstance(stage_dir, StorePath):
+        (stage_dir / MANIFEST_NAME).write_bytes(_manifest_bytes(manifest))
+        return
     final = manifest_path(stage_dir)
     tmp = temp_name(final)
-    with open(tmp, "w") as f:
-        json.dump(manifest.to_json(), f, indent=2, sort_keys=False)
-        f.write("\n")
+    with open(tmp, "wb") as f:
+        f.write(_manifest_bytes(manifest))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
@@ -105,28 +115,40 @@ def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
 
 
 @contextlib.contextmanager
-def locked_manifest(stage_dir: Path, new: Manifest) -> Iterator[Manifest]:
+def locked_manifest(stage_dir: Path | StorePath, new: Manifest) -> Iterator[Manifest]:
     """Read-modify-write the manifest under an exclusive lock.
 
     Several processes (Dagster partition runs, a CLI run) may finish shards of the same
     stage at once; the lock makes their updates serial. ``new`` is used when no manifest
-    exists yet; an existing one for a different stage or kind is an error.
+    exists yet; an existing one for a different stage or kind is an error. An object store
+    has no lock: there the runner's driver is the folder's only writer (one run at a time).
     """
+    if isinstance(stage_dir, StorePath):
+        manifest = checked_manifest(stage_dir, new)
+        yield manifest
+        write_manifest(stage_dir, manifest)
+        return
     stage_dir.mkdir(parents=True, exist_ok=True)
     with open(stage_dir / LOCK_NAME, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            manifest = read_manifest(stage_dir) or new
-            if (manifest.stage, manifest.kind) != (new.stage, new.kind):
-                raise ValueError(
-                    f"{stage_dir} holds stage {manifest.stage!r} ({manifest.kind}); "
-                    f"refusing to write stage {new.stage!r} ({new.kind}) there")
-            manifest.library_version = new.library_version
-            manifest.kind_version = new.kind_version
+            manifest = checked_manifest(stage_dir, new)
             yield manifest
             write_manifest(stage_dir, manifest)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def checked_manifest(stage_dir: Path | StorePath, new: Manifest) -> Manifest:
+    """The folder's manifest (or ``new``) to update, refused when it belongs to another stage."""
+    manifest = read_manifest(stage_dir) or new
+    if (manifest.stage, manifest.kind) != (new.stage, new.kind):
+        raise ValueError(
+            f"{stage_dir} holds stage {manifest.stage!r} ({manifest.kind}); "
+            f"refusing to write stage {new.stage!r} ({new.kind}) there")
+    manifest.library_version = new.library_version
+    manifest.kind_version = new.kind_version
+    return manifest
 
 
 def without_timings(data: Any) -> Any:

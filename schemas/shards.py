@@ -171,13 +171,20 @@ def write_shard(table: pa.Table, path: Path, kind: RecordKind,
     return FileInfo(path.name, table.num_rows, sink.size, sink.sha.hexdigest())
 
 
+def _open(path: Path, memory_map: bool) -> pa.NativeFile:
+    if hasattr(path, "fs"):  # a schemas.storage.StorePath: an object on an object store
+        return path.fs.open_input_file(path.path)
+    return pa.memory_map(str(path), "r") if memory_map else pa.OSFile(str(path), "rb")
+
+
 def read_shard(path: Path, memory_map: bool = True, columns: list[str] | None = None) -> pa.Table:
     """Read a shard; memory-mapped by default so uncompressed shards cost no copy.
 
     ``columns`` are the only ones read (and decompressed): the others' buffers are skipped,
-    so asking for ``id`` of a documents shard does not decompress its texts.
+    so asking for ``id`` of a documents shard does not decompress its texts. ``path`` may be
+    a ``StorePath`` (an object store; read through its filesystem, ranged reads).
     """
-    source = pa.memory_map(str(path), "r") if memory_map else pa.OSFile(str(path), "rb")
+    source = _open(path, memory_map)
     with source:
         options = None
         if columns is not None:
@@ -194,7 +201,7 @@ def read_shard(path: Path, memory_map: bool = True, columns: list[str] | None = 
 
 def shard_schema(path: Path) -> pa.Schema:
     """A shard's schema, from its footer (no data is read)."""
-    with pa.memory_map(str(path), "r") as source:
+    with _open(path, memory_map=True) as source:
         return pa.ipc.open_file(source).schema
 
 

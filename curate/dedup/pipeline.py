@@ -9,12 +9,19 @@ An interrupted run therefore redoes only the phase it was in (and only the unfin
 of a map phase). With ``index_dir``, the signatures of earlier runs' kept documents take part
 as documents that always win their clusters, and this run's kept signatures are added to the
 index afterwards under ``index_label``.
+
+With an output folder on an object store (``s3://...``), the map phases run through the
+runner as any stage does (workers fetch, upload to temp keys, the driver publishes), and the
+global phases run in a local workspace on the driver's machine: the signatures are fetched,
+buckets and clusters computed there and uploaded, their completion records last.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,7 @@ import pyarrow as pa
 
 from curate.config import StageConfig
 from curate.dedup.buckets import (
+    DONE_NAME,
     DocSpace,
     SignatureShard,
     bucket_key,
@@ -40,6 +48,8 @@ from curate.dedup.signatures import SIGNATURES
 from curate.runner import Backend, RunReport, WorkUnit, plan_shards, resolve_backend, run_stage
 from schemas import MINHASH_SIGNATURES, read_manifest, read_shard, write_shard
 from schemas.manifest import MANIFEST_NAME, Manifest, locked_manifest
+from schemas.shards import is_temp_file
+from schemas.storage import StorePath, location
 from schemas.version import __version__
 
 INDEX_STAGE = "dedup_index"
@@ -54,15 +64,15 @@ class DedupLayout:
     """Where each phase writes: one output folder for the CLI, data-root stage folders for
     Dagster."""
 
-    signatures: Path
-    buckets: Path
-    clusters: Path
-    documents: Path
-    ingested: Path | None = None
+    signatures: Path | StorePath
+    buckets: Path | StorePath
+    clusters: Path | StorePath
+    documents: Path | StorePath
+    ingested: Path | StorePath | None = None
 
     @classmethod
-    def under(cls, root: Path) -> DedupLayout:
-        root = Path(root)
+    def under(cls, root: Path | StorePath | str) -> DedupLayout:
+        root = location(root)
         return cls(root / "signatures", root / "buckets", root / "clusters", root / "documents",
                    root / "ingested")
 
@@ -132,7 +142,9 @@ def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
                    backend: Backend | str | None = None) -> list[WorkUnit]:
     """Units over a documents stage folder; raw files (JSONL with id/text, ...) are ingested
     into ``<output>/ingested`` first, so broken rows are recorded there, not lost."""
-    input_path = Path(input_path)
+    input_path = location(input_path)
+    if isinstance(input_path, StorePath):  # raw files on an object store are not read
+        return plan_shards(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {input_path}")
     if input_path.is_dir() and (input_path / MANIFEST_NAME).exists():
@@ -150,12 +162,19 @@ def plan_documents(input_path: Path, layout: DedupLayout, workers: int = 1,
     return plan_shards(layout.ingested)
 
 
-def _signature_shard(stage_dir: Path, name: str, prior: bool) -> SignatureShard:
-    manifest = read_manifest(stage_dir)
-    entry = manifest.shards[name] if manifest else None
+def _signature_shard(stage_dir: Path | StorePath, name: str, prior: bool,
+                     manifest: Manifest | None = None) -> SignatureShard:
+    manifest = manifest or read_manifest(stage_dir)
+    entry = manifest.shards.get(name) if manifest else None
     if entry is None:
         raise FileNotFoundError(f"{stage_dir} has no shard {name} in its manifest")
     return SignatureShard(name, stage_dir / name, entry["rows"], entry["sha256"], prior)
+
+
+def signature_settings(cfg: DedupConfig) -> str:
+    """What makes two runs' signatures comparable: the signature stage's version (it changes
+    with the hash definition) and the settings. An index made otherwise is refused."""
+    return f"{SIGNATURES.version}-{cfg.signature_config().config_hash()}"
 
 
 def doc_space(units: list[WorkUnit], signatures_dir: Path, index_dir: Path | None,
@@ -171,10 +190,12 @@ def doc_space(units: list[WorkUnit], signatures_dir: Path, index_dir: Path | Non
                 raise ValueError(
                     f"index shard {name} was made with other signature settings "
                     f"({made_with} != {signature_hash}: ngram, bands, rows, seed, scheme, "
-                    "hash or normalisation differ); use the same settings or a new index")
+                    "hash, normalisation or the signature version differ); use the same "
+                    "settings or a new index")
         prior = [_signature_shard(index_dir, name, True) for name in names]
-    new = [_signature_shard(signatures_dir, u.name, False) for u in sorted(units,
-                                                                         key=lambda u: u.name)]
+    signatures = read_manifest(signatures_dir)  # once, not per shard (a GET on a store)
+    new = [_signature_shard(signatures_dir, u.name, False, signatures)
+           for u in sorted(units, key=lambda u: u.name)]
     return DocSpace(tuple(prior + new))
 
 
@@ -207,7 +228,7 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
         scatter = functools.partial(ray_dedup.write_buckets, address=chosen.address)
         link = ray_dedup.make_link(chosen.address)
     space = doc_space(units, layout.signatures, index_dir, label,
-                      cfg.signature_config().config_hash())
+                      signature_settings(cfg))
     t = time.perf_counter()
     partitions = plan_partitions(space.n_docs, cfg)
     bkey = bucket_key(space, cfg, partitions)
@@ -235,6 +256,59 @@ def run_global(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
     return report
 
 
+def _download(source: StorePath, dest: Path, names: list[str] | None = None) -> None:
+    """The objects directly in ``source`` (or only ``names``) copied into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in source.files() if names is None else [source / n for n in names]:
+        key.download(dest / key.name)
+
+
+def _upload_folder(local: Path, dest: StorePath) -> None:
+    """Replace ``dest`` by ``local``'s files: its completion record is deleted first and
+    uploaded last (after the manifest), so the store never holds a record of a phase whose
+    files are not all there; objects the new run did not write are deleted."""
+    (dest / DONE_NAME).delete()
+    files = sorted((p for p in local.rglob("*") if p.is_file() and not is_temp_file(p)
+                    and p.name not in (".manifest.lock", DONE_NAME)),
+                   key=lambda p: (p.name == MANIFEST_NAME, p.as_posix()))
+    for path in files:
+        (dest / path.relative_to(local).as_posix()).upload(path)
+    written = {path.relative_to(local).as_posix() for path in files}
+    for key in dest.files():
+        if key.name not in written and key.name != DONE_NAME:
+            key.delete()
+    if (local / DONE_NAME).exists():
+        (dest / DONE_NAME).upload(local / DONE_NAME)
+
+
+def run_global_on_store(units: list[WorkUnit], layout: DedupLayout, cfg: DedupConfig,
+                        report: DedupReport, force: bool = False) -> DedupReport:
+    """Phases 2 and 3 for a layout on an object store. Skipped without a download when the
+    stored clusters record matches; otherwise both phases run in a local workspace on this
+    machine (the signatures fetched, buckets recomputed) and the folders are uploaded."""
+    assert isinstance(layout.clusters, StorePath) and isinstance(layout.buckets, StorePath)
+    space = doc_space(units, layout.signatures, None, "", signature_settings(cfg))
+    bkey = bucket_key(space, cfg, plan_partitions(space.n_docs, cfg))
+    record = layout.clusters / DONE_NAME
+    done = json.loads(record.read_bytes()) if record.is_file() else None
+    present = all((layout.clusters / s.name).is_file() for s in space.shards)
+    if not force and done is not None and done["key"] == cluster_key(bkey, cfg) and present:
+        buckets = layout.buckets / DONE_NAME
+        report.buckets = json.loads(buckets.read_bytes()) if buckets.is_file() else {}
+        report.buckets_skipped = report.clusters_skipped = True
+        report.clusters = ClusterReport.from_json(done["report"])
+        report.phase_seconds.update(buckets=0.0, clusters=0.0)
+        return report
+    with tempfile.TemporaryDirectory(prefix="curate-dedup-") as tmp:
+        work = DedupLayout.under(Path(tmp))  # same relative layout: same manifest references
+        assert isinstance(layout.signatures, StorePath)
+        _download(layout.signatures, work.signatures, [MANIFEST_NAME, *(u.name for u in units)])
+        run_global(units, work, cfg, report, force=True, backend="local")
+        _upload_folder(work.buckets, layout.buckets)
+        _upload_folder(work.clusters, layout.clusters)
+    return report
+
+
 def removal_unit(unit: WorkUnit, layout: DedupLayout) -> WorkUnit:
     """Phase 4's unit: the documents shard and its clusters shard."""
     return WorkUnit(unit.name, (unit.inputs[0], layout.clusters / unit.name), unit.base)
@@ -248,8 +322,12 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
     phase runs on ``backend`` (default: the process default, see ``set_default_backend``)."""
     backend = resolve_backend(backend)
     layout = DedupLayout.under(output_dir)
+    on_store = isinstance(layout.documents, StorePath)
+    if on_store and index_dir is not None:
+        raise ValueError("a dedup index needs a local output folder (not an object store)")
     report = DedupReport()
-    label = index_label or Path(output_dir).resolve().name
+    label = index_label or (layout.documents.parent.name if on_store
+                            else Path(output_dir).resolve().name)
     t = time.perf_counter()
     units = plan_documents(input_path, layout, workers, progress, report, backend)
     if not units:
@@ -258,7 +336,10 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
     report.phase_seconds["signatures"] = time.perf_counter() - t
     if not report.signatures.ok:
         return report
-    run_global(units, layout, cfg, report, index_dir, label, force, backend)
+    if on_store:
+        run_global_on_store(units, layout, cfg, report, force)
+    else:
+        run_global(units, layout, cfg, report, index_dir, label, force, backend)
     t = time.perf_counter()
     report.removal = run_stage(REMOVE, [removal_unit(u, layout) for u in units],
                                layout.documents, REMOVAL_CONFIG, workers=workers,
@@ -266,7 +347,7 @@ def run_dedup(input_path: Path, output_dir: Path, cfg: DedupConfig, workers: int
     report.phase_seconds["removal"] = time.perf_counter() - t
     if index_dir is not None and report.ok:
         report.index_added = update_index(index_dir, label, units, layout,
-                                          cfg.signature_config().config_hash())
+                                          signature_settings(cfg))
     return report
 
 

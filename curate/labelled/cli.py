@@ -54,7 +54,8 @@ def _recipe_section(recipe: Path | None, names: list[str]) -> str | None:
 
 @functools.cache
 def _commands() -> dict[str, click.Command]:
-    from curate.cli import format_summary, run_stage_command, stage_options
+    from curate.cli import format_summary, run_stage_command
+    from curate.cli import local_stage_options as stage_options
     from curate.runner import plan_shards, run_stage
 
     @click.command("ingest")

@@ -21,7 +21,7 @@ from curate.runner import RunReport
 
 
 def _stage_options(kind: str) -> Callable[[Callable], Callable]:
-    return stage_options_for(f"A {kind} stage folder.")
+    return stage_options_for(f"A {kind} stage folder.", remote=False)
 
 
 def _finish(report: RunReport, output: Path) -> None:
