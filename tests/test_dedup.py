@@ -191,6 +191,40 @@ def test_one_pass_keys_equal_the_two_pass_words(how: Normalization) -> None:
             assert int(hashes[i]) == doc_keys.text_hash(text)
 
 
+def _ascii_heavy(rng: random.Random) -> str:
+    """Mostly ASCII words of 1-30 letters (one 8-byte chunk, several, exact multiples of 8)
+    with separators, digits, marks and the odd non-ASCII letter, over several 64-byte
+    windows, so words cross window and chunk boundaries in every position."""
+    pieces = []
+    for _ in range(rng.randint(0, 60)):
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCXYZ") for _ in
+                       range(rng.choice([1, 2, 7, 8, 9, 15, 16, 17, 24, 30])))
+        if rng.random() < 0.15:
+            at = rng.randint(0, len(word))
+            word = word[:at] + rng.choice(["é", "\u0301", "北", "7", "42", "😀", "İ"]) + word[at:]
+        pieces.append(word)
+        pieces.append(rng.choice([" ", " ", " ", ", ", ". ", "  ", "\n", "-", "'", " (", ""]))
+    return "".join(pieces)
+
+
+@pytest.mark.parametrize("how", [Normalization(), Normalization(False, False, False, False)])
+def test_one_pass_keys_on_long_ascii_texts(how: Normalization) -> None:
+    """Word hashes built 8 bytes at a time from 64-byte windows equal the reference hash of
+    each word of the normalised text, wherever the word starts and ends."""
+    rng = random.Random(17)
+    texts = [_ascii_heavy(rng) for _ in range(400)] + ["x" * 200, "ab" * 64 + " " + "c" * 64]
+    sig, counts, hashes, present = doc_keys.doc_keys(pa.array(texts), how, num_perm=8,
+                                                     ngram=2, seed=3)
+    for i, text in enumerate(normalize(pa.array(texts), how).to_pylist()):
+        assert counts[i] == len(minhash.shingles(text, 2)), texts[i]
+        assert present[i] == bool(text)
+        if text:
+            assert int(hashes[i]) == doc_keys.text_hash(text), texts[i]
+        ref = MinHash(num_perm=8, seed=3, hashfunc=doc_keys.shingle_hash)
+        ref.update_batch(minhash.shingles(text, 2))
+        assert np.array_equal(ref.hashvalues.astype(np.uint64), sig[i].astype(np.uint64))
+
+
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 def test_word_hash_signatures_equal_datasketch(scheme: str) -> None:
     rng = random.Random(3)

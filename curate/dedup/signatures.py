@@ -94,5 +94,5 @@ def signatures_unit(unit: WorkUnit, cfg: SignatureConfig) -> StageOutput:
                        rows_in=table.num_rows)
 
 
-SIGNATURES = Stage(name=STAGE_NAME, version="2", output_kind=MINHASH_SIGNATURES,
+SIGNATURES = Stage(name=STAGE_NAME, version="3", output_kind=MINHASH_SIGNATURES,
                    process=signatures_unit, preload=("curate.dedup.warm",))
