@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import re
 from pathlib import Path
+from types import ModuleType
 
-from bench import (
-    bench_crawl,
-    bench_dedup,
-    bench_extract,
-    bench_ingest,
-    bench_quality,
-    bench_quality_filters,
-    bench_ray,
-    bench_tokenize,
-    bench_train,
-    dedup_pairs,
-)
 from bench.harness import TABLE_HEADER, Comparison, machine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BENCHMARKS = {"ingest": bench_ingest.run, "extract": bench_extract.run,
-              "crawl": bench_crawl.run, "dedup": bench_dedup.run,
-              "tokenize": bench_tokenize.run, "quality_filters": bench_quality_filters.run,
-              "train": bench_train.run, "ray": bench_ray.run}
+BENCHMARKS = {"ingest": "bench_ingest", "extract": "bench_extract", "crawl": "bench_crawl",
+              "dedup": "bench_dedup", "tokenize": "bench_tokenize",
+              "quality_filters": "bench_quality_filters", "train": "bench_train",
+              "ray": "bench_ray"}
+"""Benchmark name -> module in ``bench``, imported when it runs: worker processes of the
+stages re-import this ``__main__`` module, so it must stay cheap to import."""
+
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUALITY = ("<!-- quality:start -->", "<!-- quality:end -->")
 DEDUP_QUALITY = ("<!-- dedup-quality:start -->", "<!-- dedup-quality:end -->")
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"bench.{name}")
 
 
 def render(results: list[Comparison]) -> str:
@@ -48,6 +46,11 @@ def update_readme(table: str, markers: tuple[str, str] = (START, END)) -> None:
     README.write_text(new)
 
 
+def _dedup_quality() -> str:
+    pairs = _module("dedup_pairs")
+    return pairs.evaluate(pairs.make_pairs(2000))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
@@ -61,14 +64,14 @@ def main() -> None:
     results: list[Comparison] = []
     for name in args.only or sorted(BENCHMARKS):
         print(f"running {name} ...", flush=True)
-        results.extend(BENCHMARKS[name](scale=args.scale, repeats=args.repeats))
+        results.extend(_module(BENCHMARKS[name]).run(scale=args.scale, repeats=args.repeats))
     table = render(results)
     print(table)
-    quality = None if args.no_quality or args.only else bench_quality.run()
+    quality = None if args.no_quality or args.only else _module("bench_quality").run()
     if quality:
         print(quality)
     dedup_quality = (None if args.no_quality or (args.only and "dedup" not in args.only)
-                     else dedup_pairs.evaluate(dedup_pairs.make_pairs(2000)))
+                     else _dedup_quality())
     if dedup_quality:
         print(dedup_quality)
     if args.update_readme:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pyarrow.dataset as ds
+from typing import TYPE_CHECKING
 
 from schemas.manifest import read_manifest
 from schemas.storage import StorePath
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 
 def shard_paths(stage_dir: Path | StorePath, rejected: bool = False) -> list[Path | StorePath]:
@@ -28,7 +30,10 @@ def shard_paths(stage_dir: Path | StorePath, rejected: bool = False) -> list[Pat
 
 
 def open_dataset(stage_dir: Path | StorePath, rejected: bool = False) -> ds.Dataset:
-    """A ``pyarrow.dataset`` over a stage's shards (or its rejected rows)."""
+    """A ``pyarrow.dataset`` over a stage's shards (or its rejected rows). Imported here:
+    ``pyarrow.dataset`` pulls in pandas, half a second at every process start otherwise."""
+    import pyarrow.dataset as ds
+
     paths = shard_paths(stage_dir, rejected)
     if isinstance(stage_dir, StorePath):
         return ds.dataset([p.path for p in paths], format="arrow", filesystem=stage_dir.fs)
