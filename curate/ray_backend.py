@@ -57,35 +57,14 @@ def connect(address: str | None = None) -> Any:
 
 def _process_remote(stage: Stage, unit: WorkUnit, out_dir: str | StorePath, cfg: StageConfig,
                     known: dict[str, dict] | None) -> tuple[UnitResult, dict[str, str]]:
-    """Worker side: run the unit, writing each file to a temp name; returns the temp names
-    by manifest name for the driver to publish."""
+    """Worker side: run the unit, writing each file to a temp name (a temp key for an
+    object-store output); returns the temp names by manifest name for the driver to
+    publish. Inputs on an object store are fetched to local scratch first."""
     for module in stage.preload:  # warm kernels as the local pool's workers do (once each)
         importlib.import_module(module)
-    if isinstance(out_dir, StorePath) or unit.remote:
-        return _process_staged(stage, unit, out_dir, cfg, known)
-    root = Path(out_dir)
-    staged: dict[str, str] = {}
-
-    def place(rel: str) -> Path:
-        tmp = temp_name(root / rel)
-        staged[rel] = str(tmp)
-        return tmp
-
-    result = process_unit(stage, unit, root, cfg, known, place=place)
-    if result.error is not None:
-        for tmp in staged.values():
-            Path(tmp).unlink(missing_ok=True)
-        staged = {}
-    return result, staged
-
-
-def _process_staged(stage: Stage, unit: WorkUnit, out_dir: str | StorePath, cfg: StageConfig,
-                    known: dict[str, dict] | None) -> tuple[UnitResult, dict[str, str]]:
-    """A unit with inputs or output on an object store: temp keys for an object-store
-    output, temp files (as for a local unit) for a local one."""
-    from curate.staging import stage_unit
-
     if isinstance(out_dir, StorePath):
+        from curate.staging import stage_unit
+
         return stage_unit(stage, unit, out_dir, cfg, known)
     root = Path(out_dir)
     staged: dict[str, str] = {}
@@ -95,7 +74,12 @@ def _process_staged(stage: Stage, unit: WorkUnit, out_dir: str | StorePath, cfg:
         staged[rel] = str(tmp)
         return tmp
 
-    result, _ = stage_unit(stage, unit, root, cfg, known, place=place)
+    if unit.remote:
+        from curate.staging import stage_unit
+
+        result, _ = stage_unit(stage, unit, root, cfg, known, place=place)
+    else:
+        result = process_unit(stage, unit, root, cfg, known, place=place)
     if result.error is not None:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
